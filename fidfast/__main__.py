@@ -1,0 +1,3 @@
+from fidfast.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""The command line, run as users run it (a subprocess): output format, JSON, and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fidfast import FeatureStats
+
+from .conftest import write_images
+
+
+def fidfast_cli(*args, check_rc=None):
+    proc = subprocess.run([sys.executable, "-m", "fidfast", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "default"})
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("fidfast: error:")
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_prints_fid_like_pytorch_fid_and_json(image_dirs):
+    proc = fidfast_cli(*image_dirs, "--device", "cpu", "--dims", "64", check_rc=0)
+    assert proc.stdout.startswith("FID:  ")
+    fid = float(proc.stdout.split()[-1])
+    assert fid > 0
+    proc = fidfast_cli(*image_dirs, "--device", "cpu", "--dims", "64", "--json", check_rc=0)
+    out = json.loads(proc.stdout)
+    assert out["dims"] == 64 and out["n_images"] == [12, 12]
+    assert abs(out["fid"] - fid) <= 1e-9 * fid
+    assert "FutureWarning" not in proc.stderr
+
+
+def test_save_stats_then_score_against_the_file(image_dirs, tmp_path):
+    stats_path = tmp_path / "a.npz"
+    fidfast_cli(image_dirs[0], stats_path, "--save-stats", "--dims", "64", "--device", "cpu", check_rc=0)
+    stats = FeatureStats.load(stats_path)
+    assert stats.n == 12 and stats.mu.shape == (64,)
+    direct = json.loads(fidfast_cli(*image_dirs, "--dims", "64", "--json", check_rc=0).stdout)
+    via_file = json.loads(fidfast_cli(stats_path, image_dirs[1], "--dims", "64", "--json", check_rc=0).stdout)
+    assert via_file["n_images"] == [12, 12]
+    assert abs(via_file["fid"] - direct["fid"]) <= 1e-9 * direct["fid"]
+    # pytorch-fid's own .npz (mu and sigma only) is accepted; its count is unknown (null).
+    np.savez_compressed(tmp_path / "pf.npz", mu=stats.mu, sigma=stats.sigma)
+    out = json.loads(fidfast_cli(tmp_path / "pf.npz", stats_path, "--dims", "64", "--json", check_rc=0).stdout)
+    assert out["n_images"] == [None, 12] and abs(out["fid"]) < 1e-9 * np.trace(stats.sigma)
+    assert_one_line_error(fidfast_cli(image_dirs[0], stats_path, "--save-stats", "--dims", "64"), "exists")
+
+
+def test_version_names_the_backends():
+    proc = fidfast_cli("--version", check_rc=0)
+    assert "fidfast 0.1.0" in proc.stdout
+    for key in ("native_cpu", "native_cuda", "cuda_available", "ops", "weights"):
+        assert key in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "cuda", "one_path", "bad_dims", "bad_batch", "empty", "single",
+                                  "dims_mismatch", "bad_npz", "not_a_folder", "bad_weights"])
+def test_user_errors_are_one_line_exit_2(case, image_dirs, tmp_path):
+    a, b = image_dirs
+    if case == "missing":
+        assert_one_line_error(fidfast_cli(a, tmp_path / "nope"), "nope")
+    elif case == "cuda":
+        if not __import__("torch").cuda.is_available():
+            assert_one_line_error(fidfast_cli(a, b, "--device", "cuda:0"), "CUDA")
+    elif case == "one_path":
+        assert_one_line_error(fidfast_cli(a), "2 paths")
+    elif case == "bad_dims":
+        assert_one_line_error(fidfast_cli(a, b, "--dims", "100"), "dims")
+    elif case == "bad_batch":
+        assert_one_line_error(fidfast_cli(a, b, "--batch-size", "0"), "batch")
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        assert_one_line_error(fidfast_cli(tmp_path / "empty", b, "--dims", "64"), "no images")
+    elif case == "single":
+        write_images(tmp_path / "one", np.random.default_rng(), [(40, 40)])
+        assert_one_line_error(fidfast_cli(tmp_path / "one", b, "--dims", "64"), "at least 2")
+    elif case == "dims_mismatch":
+        np.savez(tmp_path / "s.npz", mu=np.ones(64), sigma=np.eye(64))
+        assert_one_line_error(fidfast_cli(tmp_path / "s.npz", b, "--dims", "192"), "dims")
+    elif case == "bad_npz":
+        np.savez(tmp_path / "s.npz", mu=np.ones(64))
+        assert_one_line_error(fidfast_cli(tmp_path / "s.npz", b, "--dims", "64"), "sigma")
+    elif case == "not_a_folder":
+        (tmp_path / "x.txt").write_text("hello")
+        assert_one_line_error(fidfast_cli(tmp_path / "x.txt", b), "x.txt")
+    elif case == "bad_weights":
+        (tmp_path / "w.pth").write_bytes(b"junk")
+        assert_one_line_error(fidfast_cli(a, b, "--dims", "64", "--weights", tmp_path / "w.pth"), "w.pth")

