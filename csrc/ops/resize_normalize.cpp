@@ -1,0 +1,26 @@
+// Schema and C++ entry point of fidfast::resize_normalize; kernels live in cpu/ and cuda/.
+
+#include "ops.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+namespace fidfast::ops {
+
+at::Tensor resize_normalize(
+    const at::Tensor& data,
+    const at::Tensor& meta,
+    int64_t out_size,
+    at::ScalarType dtype,
+    bool channels_last) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fidfast::resize_normalize", "")
+                       .typed<decltype(resize_normalize)>();
+  return op.call(data, meta, out_size, dtype, channels_last);
+}
+
+TORCH_LIBRARY_FRAGMENT(fidfast, m) {
+  m.def("resize_normalize(Tensor data, Tensor meta, int out_size, ScalarType dtype, bool channels_last) -> Tensor");
+}
+
+} // namespace fidfast::ops

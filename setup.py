@@ -1,0 +1,66 @@
+"""Builds fidfast._C, the native ops (torch.ops.fidfast.*), with CUDA kernels when a toolkit is found.
+
+Environment:
+    FIDFAST_CUDA=0/1        force the CPU-only build / require the CUDA build (default: CUDA iff nvcc is found)
+    TORCH_CUDA_ARCH_LIST    GPU architectures to compile for (default "8.0;9.0+PTX": A100, H100, PTX for newer)
+    CUDA_HOME               CUDA toolkit root (default /usr/local/cuda when it has bin/nvcc)
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# torch looks for nvcc on PATH first; a /usr/local/bin/nvcc symlink makes it pick /usr/local,
+# which has no lib64/libcudart. Point it at the toolkit before cpp_extension is imported.
+if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH") and Path("/usr/local/cuda/bin/nvcc").exists():
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+from setuptools import find_packages, setup  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+
+
+def build_cuda() -> bool:
+    toolkit = CUDA_HOME is not None and Path(CUDA_HOME, "bin", "nvcc").exists()
+    flag = os.environ.get("FIDFAST_CUDA")
+    if flag is None:
+        return toolkit
+    if flag not in ("0", "1"):
+        raise RuntimeError(f"FIDFAST_CUDA must be 0 or 1, got {flag!r}")
+    if flag == "1" and not toolkit:
+        raise RuntimeError(f"FIDFAST_CUDA=1 but no CUDA toolkit (bin/nvcc) was found (CUDA_HOME={CUDA_HOME!r})")
+    return flag == "1"
+
+
+def sources(pattern: str) -> list:
+    return sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern))
+
+
+# at::parallel_for is inline OpenMP code: built without -fopenmp it silently runs on one thread.
+# (Linux only: Apple clang has no -fopenmp; the kernels are then serial but correct.)
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+# -g0: Python's default CFLAGS add -g, which only slows the build and bloats the library.
+CXX_FLAGS = ["-O3", "-g0", *OPENMP]
+
+
+def extension():
+    cpp = sources("csrc/*.cpp") + sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp")
+    if not build_cuda():
+        return CppExtension("fidfast._C", cpp, extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=OPENMP)
+    # Each architecture multiplies the device compile time; users can widen this.
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    return CUDAExtension(
+        "fidfast._C",
+        cpp + sources("csrc/ops/cuda/*.cu"),
+        define_macros=[("FIDFAST_WITH_CUDA", None)],
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": ["-O3"]},
+        extra_link_args=OPENMP,
+    )
+
+
+setup(
+    packages=find_packages(include=["fidfast*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+)
