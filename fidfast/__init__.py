@@ -15,21 +15,12 @@ __version__ = "0.1.0"
 from fidfast import fid_score, inception  # noqa: E402  (drop-in modules)
 from fidfast.errors import FidfastError  # noqa: E402
 from fidfast.frechet import frechet_distance  # noqa: E402
+from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance  # noqa: E402
 from fidfast.pipeline import compute_stats  # noqa: E402
 from fidfast.stats import FeatureStats  # noqa: E402
 
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
-           "FeatureStats", "calculate_fid", "backend_info"]
-
-
-def calculate_fid(a, b, method: str = "auto", **kwargs) -> float:
-    """FID between two inputs (folders, .npz statistics files, file lists or FeatureStats).
-
-    Keyword arguments are those of :func:`compute_stats` (dims, device, batch_size, num_workers,
-    precision, weights, recursive, skip_bad_images, progress).
-    """
-    s1, s2 = compute_stats(a, **kwargs), compute_stats(b, **kwargs)
-    return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
+           "FeatureStats", "FID", "calculate_fid", "calculate_kid", "kernel_inception_distance", "backend_info"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

@@ -19,7 +19,8 @@ from fidfast.decode import IMAGE_EXTENSIONS, decode_image
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
 from fidfast.inception import InceptionV3
-from fidfast.pipeline import RunConfig, iter_features, open_source, stats_of
+from fidfast.pipeline import RunConfig, iter_features, stats_of
+from fidfast.sources import ImageInput, open_source
 from fidfast.stats import FeatureStats
 
 __all__ = ["IMAGE_EXTENSIONS", "ImagePathDataset", "get_activations", "calculate_frechet_distance",
@@ -59,7 +60,8 @@ def get_activations(files, model, batch_size=50, dims=2048, device="cpu", num_wo
     """Pool features of every image: float64 ndarray (len(files), dims), in file order."""
     if _is_standard(model) or model is None:
         cfg = _config(model, batch_size, dims, device, num_workers)
-        chunks = [f.double().cpu() for f, _ in iter_features([pathlib.Path(f) for f in files], cfg)]
+        opened = ImageInput([pathlib.Path(f) for f in files], f"{len(files)} files")
+        chunks = [f.double().cpu() for f, _ in iter_features(opened, cfg)]
         return torch.cat(chunks).numpy() if chunks else np.empty((0, dims))
     # Any other model is called as pytorch-fid calls it: [0, 1] float batches, its own resize/normalise.
     model.eval()

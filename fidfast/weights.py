@@ -155,7 +155,7 @@ def _convert_fid_helper(src: Path, dst: Path) -> None:
     digest = _file_hash(src, "sha1")
     if digest != FID_HELPER_SHA1:
         raise FidfastError(f"{src} has SHA-1 {digest}, expected {FID_HELPER_SHA1}: refusing to use it")
-    log.info("fidfast: converting FID Inception weights from %s", src)
+    log.debug("fidfast: converting FID Inception weights from %s", src)
     _atomic_save(convert_torchscript_state_dict(_jit_load(src).state_dict()), dst)
 
 
@@ -213,7 +213,7 @@ def _load_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
 def load_inception_state_dict(weights: Optional[str] = None) -> "OrderedDict[str, torch.Tensor]":
     """The FID Inception state dict in pytorch-fid's names, without ``fc``/``AuxLogits`` (unused for FID)."""
     resolved = resolve_weights(weights)
-    log.info("fidfast: FID Inception weights from %s (%s)", resolved.path, resolved.source)
+    log.debug("fidfast: FID Inception weights from %s (%s)", resolved.path, resolved.source)
     state = _load_state_dict(resolved.path)
     trunk = OrderedDict((k, v) for k, v in state.items() if not k.startswith(("fc.", "AuxLogits.")))
     expected = {f"{p}.{s}" for p in _conv_layer_names()

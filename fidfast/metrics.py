@@ -1,0 +1,110 @@
+"""The sweep API: FID against a reference held once, the one-call forms, and KID.
+
+``FID(reference)`` computes the reference statistics once (from the statistics cache when it is a
+folder seen before) and factors its covariance once (Σ_ref = B Bᵀ), so each ``metric(samples)`` costs
+the samples' features plus one d×d symmetric eigenvalue solve.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from fidfast.errors import FidfastError
+from fidfast.frechet import covariance_factor, frechet_distance, trace_sqrt_from_factor
+from fidfast.pipeline import RunConfig, features_of, stats_of
+from fidfast.sources import Source
+from fidfast.stats import FeatureStats
+
+
+class FID:
+    """FID of any number of sample sets against one reference.
+
+    Args:
+        reference: any input :func:`fidfast.compute_stats` takes (folder, .npz, archive, arrays, ...).
+        dims, device, precision, weights, batch_size, num_workers, skip_bad_images, progress, cache:
+            as for :func:`fidfast.compute_stats`; they apply to the reference and every sample set.
+        recursive: descend into subfolders of folder inputs.
+
+    Example::
+
+        metric = fidfast.FID("imagenet_val/", device="cuda")
+        scores = {ckpt: metric(sample(ckpt)) for ckpt in checkpoints}   # arrays, folders, ...
+    """
+
+    def __init__(self, reference: Source, dims: int = 2048, device=None, precision: str = "auto",
+                 weights: Optional[str] = None, batch_size: Optional[int] = None,
+                 num_workers: Optional[int] = None, skip_bad_images: bool = False,
+                 progress: Optional[bool] = None, cache: bool = True, recursive: bool = False) -> None:
+        self.config = RunConfig.make(dims, device, precision, weights, batch_size, num_workers, skip_bad_images,
+                                     progress, cache)
+        self.recursive = recursive
+        self.reference = stats_of(reference, self.config, recursive)
+        self._mu = self.reference.mean.to(self.config.device)
+        cov = self.reference.covariance.to(self.config.device)
+        self._trace = float(torch.trace(cov))
+        self._factor = covariance_factor(cov)
+
+    def stats(self, samples: Source) -> FeatureStats:
+        """The samples' statistics, computed with the reference's settings."""
+        return stats_of(samples, self.config, self.recursive)
+
+    def __call__(self, samples: Union[Source, FeatureStats]) -> float:
+        """FID between ``samples`` (any input, or a FeatureStats) and the reference."""
+        s = samples if isinstance(samples, FeatureStats) else self.stats(samples)
+        if s.dims != self.reference.dims:
+            raise FidfastError(f"samples have dims {s.dims}, the reference {self.reference.dims}")
+        mu, cov = s.mean.to(self.config.device), s.covariance.to(self.config.device)
+        if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(cov).all())):
+            raise FidfastError("the samples' statistics hold non-finite values")
+        diff = self._mu - mu
+        return float(diff @ diff) + self._trace + float(torch.trace(cov)) - 2.0 * trace_sqrt_from_factor(
+            self._factor, cov)
+
+
+def calculate_fid(a: Source, b: Source, method: str = "auto", recursive: bool = False, **kwargs) -> float:
+    """FID between two inputs of any kind. Keyword arguments are those of :func:`fidfast.compute_stats`."""
+    cfg = RunConfig.make(**kwargs)
+    s1, s2 = stats_of(a, cfg, recursive), stats_of(b, cfg, recursive)
+    return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
+
+
+def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], features2: Union[np.ndarray, torch.Tensor],
+                              num_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> Tuple[float, float]:
+    """KID: the unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over
+    ``num_subsets`` random subsets of ``min(subset_size, n1, n2)`` rows of each (Bińkowski et al. 2018,
+    as in clean-fid and torch-fidelity). Computed in float64. Returns (mean, standard deviation).
+    """
+    x = torch.as_tensor(features1).to(torch.float64)
+    y = torch.as_tensor(features2).to(device=x.device, dtype=torch.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise FidfastError(f"KID needs two N×d feature sets of equal d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    m = min(subset_size, x.shape[0], y.shape[0])
+    if m < 2:
+        raise FidfastError(f"KID needs at least 2 images on each side, got {x.shape[0]} and {y.shape[0]}")
+    if num_subsets < 1:
+        raise FidfastError(f"KID needs at least 1 subset, got {num_subsets}")
+    d = x.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(num_subsets):
+        xs = x[torch.randperm(x.shape[0], generator=gen)[:m].to(x.device)]
+        ys = y[torch.randperm(y.shape[0], generator=gen)[:m].to(x.device)]
+        kxx = (xs @ xs.T / d + 1) ** 3
+        kyy = (ys @ ys.T / d + 1) ** 3
+        kxy = (xs @ ys.T / d + 1) ** 3
+        mmd = ((kxx.sum() - kxx.diagonal().sum()) + (kyy.sum() - kyy.diagonal().sum())) / (m * (m - 1)) \
+            - 2 * kxy.sum() / (m * m)
+        values.append(float(mmd))
+    v = np.asarray(values)
+    return float(v.mean()), float(v.std())
+
+
+def calculate_kid(a: Source, b: Source, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+                  recursive: bool = False, **kwargs) -> Tuple[float, float]:
+    """KID (mean, std) between two image inputs (not statistics files: KID needs the features)."""
+    cfg = RunConfig.make(**kwargs)
+    _, f1 = features_of(a, cfg, recursive)
+    _, f2 = features_of(b, cfg, recursive)
+    return kernel_inception_distance(f1, f2, num_subsets, subset_size, seed)

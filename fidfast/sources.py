@@ -1,0 +1,130 @@
+"""What an input is: every kind of thing users point fidfast at, resolved to one of three forms.
+
+* :class:`FeatureStats` — an ``.npz`` statistics file (pytorch-fid's or fidfast's) or a FeatureStats;
+* :class:`ImageInput` — image files: a folder, a file list (``.txt``: one path a line), a zip or tar
+  archive, or a Python list of paths;
+* :class:`ArrayInput` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
+  float N×3×H×W in [0, 1]), or any iterable of such batches (a generator sampling a model, a DataLoader).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from fidfast.decode import (ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES, ImageRef, is_archive, list_archive,
+                            list_image_files, read_file_list)
+from fidfast.errors import FidfastError
+from fidfast.stats import FeatureStats
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], FeatureStats, ArrayLike, Iterable[ArrayLike]]
+
+
+@dataclass
+class ImageInput:
+    refs: List[ImageRef]
+    label: str
+
+
+@dataclass
+class ArrayInput:
+    batches: Iterable[ArrayLike]
+    label: str
+    total: Optional[int]
+
+
+def _is_pathlike(x) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageInput]:
+    if not path.exists():
+        raise FidfastError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return ImageInput(list_image_files(path, recursive), str(path))
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        return FeatureStats.load(path)
+    if is_archive(path):
+        return ImageInput(list_archive(path), str(path))
+    if name.endswith(FILE_LIST_SUFFIXES):
+        return ImageInput(read_file_list(path), str(path))
+    raise FidfastError(f"{path}: expected a folder of images, an .npz statistics file, an archive "
+                       f"({', '.join(ARCHIVE_SUFFIXES)}) or a file list ({', '.join(FILE_LIST_SUFFIXES)})")
+
+
+def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, ImageInput, ArrayInput]:
+    """Resolve any supported input to statistics, image files, or in-memory image batches."""
+    if isinstance(source, FeatureStats):
+        return source
+    if _is_pathlike(source):
+        return open_path(Path(source), recursive)
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        check_image_batch(source)
+        return ArrayInput([source], f"{type(source).__name__} {tuple(source.shape)}", int(source.shape[0]))
+    if isinstance(source, (list, tuple)) and source and all(_is_pathlike(p) for p in source):
+        files = [Path(p) for p in source]
+        for p in files:
+            if not p.is_file():
+                raise FidfastError(f"{p}: no such image file")
+        return ImageInput(files, f"{len(files)} files")
+    if isinstance(source, (list, tuple)) and not source:
+        raise FidfastError("the input is an empty list")
+    if isinstance(source, Iterable) and not isinstance(source, (bytes, dict)):
+        return ArrayInput(source, "image batches", None)
+    raise FidfastError(f"cannot read images from a {type(source).__name__}")
+
+
+def check_image_batch(x: ArrayLike) -> None:
+    """Raise :class:`FidfastError` unless x is a uint8 N×H×W×3 / N×3×H×W or float [0, 1] N×3×H×W batch."""
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        raise FidfastError(f"an image batch must be a numpy array or torch tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        raise FidfastError(f"an image batch must be 4-D (N×H×W×3 or N×3×H×W), got shape {shape}")
+    if _is_uint8(x):
+        if shape[1] not in (1, 3) and shape[3] not in (1, 3):
+            raise FidfastError(f"uint8 image batch of shape {shape}: expected N×H×W×3 or N×3×H×W")
+        return
+    if not _is_float(x):
+        raise FidfastError(f"image batch has dtype {x.dtype}: expected uint8 (0..255) or float (0..1)")
+    if shape[1] != 3:
+        raise FidfastError(f"float image batch of shape {shape}: expected N×3×H×W in [0, 1]")
+    t = torch.as_tensor(x)
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise FidfastError("float image batch holds NaN or inf")
+    if t.numel() and (float(t.min()) < -1e-6 or float(t.max()) > 1 + 1e-6):
+        raise FidfastError(f"float image batch ranges over [{float(t.min()):.3g}, {float(t.max()):.3g}]; "
+                           "expected [0, 1] (pass uint8 for 0..255 images)")
+
+
+def _is_uint8(x: ArrayLike) -> bool:
+    return x.dtype == torch.uint8 if isinstance(x, torch.Tensor) else x.dtype == np.uint8
+
+
+def _is_float(x: ArrayLike) -> bool:
+    return x.is_floating_point() if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)
+
+
+def as_nhwc_uint8(x: ArrayLike) -> torch.Tensor:
+    """A uint8 batch as an N×H×W×C tensor (C = 1 or 3), on the device it came on."""
+    t = torch.as_tensor(x)
+    if t.shape[1] in (1, 3) and t.shape[3] not in (1, 3):
+        return t.permute(0, 2, 3, 1)
+    if t.shape[1] in (1, 3) and t.shape[3] in (1, 3):  # N×3×H×3 is ambiguous: channels first, as torch
+        return t.permute(0, 2, 3, 1)
+    return t
+
+
+def iter_array_batches(batches: Iterable[ArrayLike], batch_size: int) -> Iterator[torch.Tensor]:
+    """Each input batch, checked, and split into chunks of at most ``batch_size`` images."""
+    for x in batches:
+        check_image_batch(x)
+        t = torch.as_tensor(x)
+        for i in range(0, t.shape[0], batch_size):
+            yield t[i:i + batch_size]
