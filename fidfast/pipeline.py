@@ -17,24 +17,25 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
-from fidfast import _ops
-from fidfast.decode import DecodedBatch, ImageFileDataset, collate_decoded, default_num_workers, list_image_files
+from fidfast import _ops, cache, distributed
+from fidfast.decode import DecodedBatch, collate_decoded, dataset_for, default_num_workers
 from fidfast.errors import FidfastError
 from fidfast.features import build_feature_extractor, resolve_precision
 from fidfast.progress import Progress
+from fidfast.sources import ArrayInput, ImageInput, Source, as_nhwc_uint8, iter_array_batches, open_source
 from fidfast.stats import FeatureStats
 
 log = logging.getLogger("fidfast")
 
 INCEPTION_SIZE = 299
-Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], FeatureStats]
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     """None → cuda if available else cpu; a CUDA device that does not exist is a user error."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.default_device()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -65,11 +66,12 @@ class RunConfig:
     num_workers: int = 1
     skip_bad_images: bool = False
     progress: bool = False
+    cache: bool = True
 
     @classmethod
     def make(cls, dims: int = 2048, device=None, precision: str = "auto", weights: Optional[str] = None,
              batch_size: Optional[int] = None, num_workers: Optional[int] = None,
-             skip_bad_images: bool = False, progress: Optional[bool] = None) -> "RunConfig":
+             skip_bad_images: bool = False, progress: Optional[bool] = None, cache: bool = True) -> "RunConfig":
         dev = resolve_device(device)
         if batch_size is not None and batch_size < 1:
             raise FidfastError(f"--batch-size must be ≥ 1, got {batch_size}")
@@ -78,8 +80,8 @@ class RunConfig:
         return cls(dims=dims, device=dev, precision=resolve_precision(precision, dev), weights=weights,
                    batch_size=batch_size or default_batch_size(dev),
                    num_workers=default_num_workers() if num_workers is None else num_workers,
-                   skip_bad_images=skip_bad_images,
-                   progress=sys.stderr.isatty() if progress is None else progress)
+                   skip_bad_images=skip_bad_images, cache=cache,
+                   progress=(sys.stderr.isatty() if progress is None else progress) and distributed.is_primary())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -91,98 +93,142 @@ def _extractor(dims: int, device: torch.device, precision: str, weights: Optiona
     return build_feature_extractor(dims, device, precision, weights)
 
 
-def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, List[Path]]:
-    """What an input is: statistics (an .npz file or FeatureStats) or a list of image files."""
-    if isinstance(source, FeatureStats):
-        return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FidfastError(f"{path}: no such file or folder")
-        if path.is_dir():
-            return list_image_files(path, recursive)
-        if path.suffix.lower() == ".npz":
-            return FeatureStats.load(path)
-        raise FidfastError(f"{path}: expected a folder of images or an .npz statistics file")
-    if isinstance(source, Sequence):
-        files = [Path(p) for p in source]
-        missing = [p for p in files if not p.is_file()]
-        if missing:
-            raise FidfastError(f"{missing[0]}: no such image file")
-        return files
-    raise FidfastError(f"cannot read images from a {type(source).__name__}")
-
-
-def iter_batches(files: Sequence[Path], cfg: RunConfig) -> Iterator[DecodedBatch]:
-    """Decoded, packed batches in file order; a bad file raises unless ``cfg.skip_bad_images``."""
+def iter_decoded(refs: Sequence, cfg: RunConfig) -> Iterator[DecodedBatch]:
+    """Decoded, packed batches (worker processes decode); a bad image raises unless ``cfg.skip_bad_images``."""
     loader = torch.utils.data.DataLoader(
-        ImageFileDataset(files), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+        dataset_for(refs), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
         collate_fn=collate_decoded, pin_memory=cfg.device.type == "cuda",
-        prefetch_factor=4 if cfg.num_workers > 0 else None, persistent_workers=False)
+        prefetch_factor=4 if cfg.num_workers > 0 else None)
     for batch in loader:
         if batch.bad and not cfg.skip_bad_images:
-            path, err = batch.bad[0]
-            raise FidfastError(f"{err} (pass --skip-bad-images to skip such files)")
+            raise FidfastError(f"{batch.bad[0][1]} (pass --skip-bad-images to skip such files)")
         yield batch
 
 
-def preprocess(batch: DecodedBatch, cfg: RunConfig) -> torch.Tensor:
-    """uint8 ragged batch → N×3×299×299 in [−1, 1], on the device, in the run's dtype."""
+def preprocess(batch: Union[DecodedBatch, torch.Tensor], cfg: RunConfig) -> torch.Tensor:
+    """A decoded batch (uint8) or a float [0, 1] N×3×H×W batch → N×3×299×299 in [−1, 1] on the device,
+    in the run's dtype, exactly as pytorch-fid preprocesses (bilinear, align_corners=False, then 2x−1)."""
+    channels_last = cfg.device.type == "cuda"
+    if isinstance(batch, torch.Tensor):
+        x = F.interpolate(batch.to(cfg.device, torch.float32), size=(INCEPTION_SIZE, INCEPTION_SIZE),
+                          mode="bilinear", align_corners=False)
+        x = (2 * x - 1).to(cfg.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
     data = batch.data.to(cfg.device, non_blocking=True)
     meta = batch.meta.to(cfg.device, non_blocking=True)
-    return _ops.resize_normalize(data, meta, INCEPTION_SIZE, cfg.dtype, channels_last=cfg.device.type == "cuda")
+    return _ops.resize_normalize(data, meta, INCEPTION_SIZE, cfg.dtype, channels_last=channels_last)
 
 
-def iter_features(files: Sequence[Path], cfg: RunConfig, label: str = "") -> Iterator[Tuple[torch.Tensor, int]]:
-    """(features N×dims on the device, bad files skipped in that batch) per batch."""
+def pack_uint8(x: torch.Tensor) -> DecodedBatch:
+    """An equal-size uint8 batch as a DecodedBatch without copying pixels (stays on its device)."""
+    nhwc = as_nhwc_uint8(x).contiguous()
+    n, h, w, c = nhwc.shape
+    meta = torch.tensor([[i * h * w * c, h, w, c] for i in range(n)], dtype=torch.int64).reshape(-1, 4)
+    return DecodedBatch(nhwc.view(-1), meta, [])
+
+
+def iter_model_inputs(opened: Union[ImageInput, ArrayInput], cfg: RunConfig
+                      ) -> Iterator[Tuple[Union[DecodedBatch, torch.Tensor], int, int]]:
+    """(batch to preprocess, images in it, unreadable images skipped) for image files or arrays."""
+    if isinstance(opened, ImageInput):
+        for batch in iter_decoded(distributed.shard(opened.refs), cfg):
+            yield batch, len(batch), len(batch.bad)
+        return
+    for x in iter_array_batches(opened.batches, cfg.batch_size):
+        yield (pack_uint8(x) if x.dtype == torch.uint8 else x), int(x.shape[0]), 0
+
+
+def iter_features(opened: Union[ImageInput, ArrayInput], cfg: RunConfig) -> Iterator[Tuple[torch.Tensor, int]]:
+    """(features N×dims on the device, images skipped) per batch."""
     model = _extractor(cfg.dims, cfg.device, cfg.precision, cfg.weights)
-    bar = Progress(f"fidfast {label}".rstrip(), len(files), cfg.progress)
-    with torch.inference_mode():
-        for batch in iter_batches(files, cfg):
-            bar.update(len(batch) + len(batch.bad))
-            if len(batch) == 0:
-                yield torch.empty(0, cfg.dims, device=cfg.device), len(batch.bad)
+    total = len(opened.refs) if isinstance(opened, ImageInput) else opened.total
+    bar = Progress(f"fidfast {opened.label}", total, cfg.progress)
+    # Fixed 299×299 shapes: let cuDNN pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
+    cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=cfg.precision != "fp32")
+    with torch.inference_mode(), cudnn:
+        for batch, n, bad in iter_model_inputs(opened, cfg):
+            bar.update(n + bad)
+            if n == 0:
+                yield torch.empty(0, cfg.dims, device=cfg.device), bad
                 continue
-            yield model(preprocess(batch, cfg)), len(batch.bad)
+            yield model(preprocess(batch, cfg)), bad
     bar.close()
 
 
-def stats_of_files(files: Sequence[Path], cfg: RunConfig, label: str = "") -> FeatureStats:
+def _accumulate(opened: Union[ImageInput, ArrayInput], cfg: RunConfig, keep_features: bool
+                ) -> Tuple[FeatureStats, Optional[torch.Tensor]]:
+    """Statistics (and optionally the features, float32 on the CPU) of one input; under
+    torch.distributed each rank takes a shard of the files and every rank gets the merged result."""
     stats = FeatureStats(cfg.dims, device=cfg.device)
+    kept: List[torch.Tensor] = []
     skipped = 0
-    for features, bad in iter_features(files, cfg, label):
+    for features, bad in iter_features(opened, cfg):
         stats.update(features)
+        if keep_features:
+            kept.append(features.float().cpu())
         skipped += bad
-    if skipped:
-        warnings.warn(f"fidfast: skipped {skipped} unreadable image(s) in {label or 'input'}", stacklevel=2)
+    stats, skipped = distributed.merge_stats(stats, skipped)
+    label = opened.label
+    if skipped and distributed.is_primary():
+        warnings.warn(f"fidfast: skipped {skipped} unreadable image(s) in {label}", stacklevel=3)
     stats.meta.update(skipped=skipped, precision=cfg.precision, dims=cfg.dims)
     if stats.n < 2:
-        raise FidfastError(f"{label or 'input'}: FID needs at least 2 images, got {stats.n}")
-    if stats.n < cfg.dims:
-        warnings.warn(f"fidfast: {label or 'input'} has {stats.n} images, fewer than dims={cfg.dims}: the "
-                      "covariance is rank-deficient; the FID is finite but biased (use ≥ dims images to "
-                      "compare with published numbers)", stacklevel=2)
-    return stats.to("cpu")
+        raise FidfastError(f"{label}: FID needs at least 2 images, got {stats.n}")
+    if stats.n < cfg.dims and distributed.is_primary():
+        warnings.warn(f"fidfast: {label} has {stats.n} images, fewer than dims={cfg.dims}: the covariance is "
+                      "rank-deficient; the FID is finite but biased (use ≥ dims images to compare with "
+                      "published numbers)", stacklevel=3)
+    features = torch.cat(kept) if keep_features else None
+    return stats.to("cpu"), features
 
 
-def compute_stats(samples: Source, dims: int = 2048, device=None, batch_size: Optional[int] = None,
-                  num_workers: Optional[int] = None, precision: str = "auto", weights: Optional[str] = None,
-                  recursive: bool = False, skip_bad_images: bool = False,
-                  progress: Optional[bool] = None) -> FeatureStats:
-    """Inception feature statistics of a folder, an .npz statistics file or a list of image files.
-
-    Returns a :class:`FeatureStats` (float64 mean ``.mu`` (dims,), covariance ``.sigma`` (dims, dims),
-    count ``.n``) on the CPU.
-    """
-    cfg = RunConfig.make(dims, device, precision, weights, batch_size, num_workers, skip_bad_images, progress)
-    return stats_of(samples, cfg, recursive)
+def _cache_key(opened: ImageInput, cfg: RunConfig) -> Optional[str]:
+    if not cfg.cache:
+        return None
+    return cache.stats_key(opened.refs, cfg.dims, cfg.precision, cfg.device.type, cfg.weights, cfg.skip_bad_images)
 
 
 def stats_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> FeatureStats:
+    """Statistics of any input (:mod:`fidfast.sources`); image files go through the statistics cache."""
     opened = open_source(samples, recursive)
     if isinstance(opened, FeatureStats):
         if opened.dims != cfg.dims:
             raise FidfastError(f"{samples}: statistics have dims {opened.dims}, but dims={cfg.dims} was asked for")
         return opened
-    label = str(samples) if isinstance(samples, (str, os.PathLike)) else f"{len(opened)} files"
-    return stats_of_files(opened, cfg, label)
+    key = _cache_key(opened, cfg) if isinstance(opened, ImageInput) else None
+    if key is not None:
+        hit = cache.load(key)
+        # Under torch.distributed a rank that took its cached result alone would leave the others
+        # waiting in the merge: the cache is used only when every rank has the entry.
+        if distributed.all_ranks(hit is not None):
+            log.info("fidfast: %s: statistics from the cache (%s images)", opened.label, hit.n)
+            return hit
+    stats, _ = _accumulate(opened, cfg, keep_features=False)
+    if key is not None and distributed.is_primary():
+        cache.store(key, stats)
+    return stats
+
+
+def features_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Tuple[FeatureStats, torch.Tensor]:
+    """Statistics and the features themselves (N×dims float32, CPU), e.g. for KID; never cached."""
+    opened = open_source(samples, recursive)
+    if isinstance(opened, FeatureStats):
+        raise FidfastError(f"{samples}: KID needs images, not a statistics file")
+    if distributed.world_size() > 1:
+        raise FidfastError("KID under torchrun is not supported; run it in one process")
+    return _accumulate(opened, cfg, keep_features=True)
+
+
+def compute_stats(samples: Source, dims: int = 2048, device=None, batch_size: Optional[int] = None,
+                  num_workers: Optional[int] = None, precision: str = "auto", weights: Optional[str] = None,
+                  recursive: bool = False, skip_bad_images: bool = False, progress: Optional[bool] = None,
+                  cache: bool = True) -> FeatureStats:
+    """Inception feature statistics of any input: a folder, file list, archive, .npz statistics file,
+    list of paths, image array/tensor or iterable of image batches (see :mod:`fidfast.sources`).
+
+    Returns a :class:`FeatureStats` (float64 mean ``.mu`` (dims,), covariance ``.sigma`` (dims, dims),
+    count ``.n``) on the CPU.
+    """
+    cfg = RunConfig.make(dims, device, precision, weights, batch_size, num_workers, skip_bad_images, progress,
+                         cache)
+    return stats_of(samples, cfg, recursive)

@@ -1,0 +1,306 @@
+"""torch.distributed: sharding, the exact cross-rank merge (two Gloo processes) and torchrun end to end, on CPU."""
+import datetime
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from fidfast import FeatureStats, FidfastError, distributed
+
+from .conftest import write_images
+
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    env.update(PYTHONWARNINGS="default", **extra)
+    return env
+
+
+def rel_err(a, b) -> float:
+    """max |a − b| / max |b|; NaN anywhere gives NaN, which fails every ≤ comparison."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# -- sharding --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 10])
+def test_shard_gives_every_item_to_exactly_one_rank(world, n, rng):
+    items = [f"img_{v}.png" for v in rng.choice(10**9, size=n, replace=False)]
+    shards = [distributed.shard(items, rank=r, world_size=world) for r in range(world)]
+    flat = [x for s in shards for x in s]
+    assert flat == items  # complete, disjoint, and contiguous blocks in rank order
+    sizes = [len(s) for s in shards]
+    assert sum(sizes) == n and max(sizes) - min(sizes) <= 1
+    assert all(distributed.shard_bounds(n, r, world) == (sum(sizes[:r]), sum(sizes[: r + 1])) for r in range(world))
+
+
+def test_shard_rejects_a_rank_outside_the_world():
+    with pytest.raises(ValueError):
+        distributed.shard([1, 2, 3], rank=2, world_size=2)
+    with pytest.raises(ValueError):
+        distributed.shard([1, 2, 3], rank=0)
+
+
+# -- one process -----------------------------------------------------------------------------------
+
+def test_outside_a_process_group_everything_is_a_no_op(monkeypatch, rng):
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert not dist.is_initialized()
+    distributed.init_from_env()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1: one process, no group either
+    distributed.init_from_env()
+    assert not dist.is_initialized()
+    assert (distributed.world_size(), distributed.rank(), distributed.is_primary()) == (1, 0, True)
+    items = [f"{v}.png" for v in rng.integers(0, 10**9, size=7)]
+    assert distributed.shard(items) == items
+    stats = FeatureStats(5).update(torch.from_numpy(rng.normal(size=(9, 5))))
+    merged, skipped = distributed.merge_stats(stats, 3)
+    assert merged is stats and skipped == 3
+    assert distributed.all_ranks(True) and not distributed.all_ranks(False)
+    assert distributed.default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"WORLD_SIZE": "2"}, "RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not set"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT is not set"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "x"}, "MASTER_PORT"),
+])
+def test_incomplete_torchrun_environment_is_a_user_error(env, fragment, monkeypatch):
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(FidfastError, match=fragment):
+        distributed.init_from_env()
+    assert not dist.is_initialized()
+
+
+def test_cli_reports_an_incomplete_torchrun_environment_in_one_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "fidfast", tmp_path / "a", tmp_path / "b", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env=clean_env(WORLD_SIZE="2", RANK="0"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fidfast: error: WORLD_SIZE=2"), proc.stderr
+    assert "torchrun" in lines[0] and "Traceback" not in proc.stderr
+
+
+# -- two Gloo processes ----------------------------------------------------------------------------
+
+def _merge_worker(rank, port, out_dir, cases):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))  # a hang fails instead of blocking CI
+    out = {"world": (distributed.world_size(), distributed.rank(), distributed.is_primary())}
+    try:
+        for name, parts, skipped in cases:
+            rows = parts[rank]
+            stats = FeatureStats(rows.shape[1])
+            for chunk in np.array_split(rows, 3):  # streamed in batches, as the pipeline does
+                stats.update(torch.from_numpy(chunk))
+            merged, total = distributed.merge_stats(stats, skipped[rank])
+            out[name] = (merged.n, merged.mu, merged.sigma, total, str(merged.device))
+        try:
+            distributed.merge_stats(FeatureStats(4 if rank == 0 else 8), 0)
+        except FidfastError as exc:
+            out["dims_error"] = str(exc)
+        items = [f"img_{i:04d}.png" for i in range(9)]
+        out["shard"] = distributed.shard(items)
+        for case, mine in (("order", items if rank == 0 else items[::-1]), ("count", items[: 9 - rank])):
+            try:
+                distributed.shard(mine)
+            except FidfastError as exc:
+                out[f"{case}_error"] = str(exc)
+        out["all_ranks"] = (distributed.all_ranks(True), distributed.all_ranks(rank == 1))
+        with distributed.single_process():
+            out["single"] = (distributed.shard(items), distributed.world_size(), distributed.is_primary())
+        distributed.all_ranks(True)  # both ranks are here; now rank 1 leaves, as a failed rank would
+        if rank == 0:
+            try:
+                distributed.merge_stats(FeatureStats(4).update(torch.ones(2, 4)), 0)
+            except FidfastError as exc:
+                out["lost_error"] = str(exc)
+    finally:
+        with open(os.path.join(out_dir, f"{rank}.pkl"), "wb") as f:
+            pickle.dump(out, f)
+        dist.destroy_process_group()
+
+
+def test_merge_stats_across_two_gloo_processes_is_exact(tmp_path, rng):
+    d = 12
+    cases, full = [], {}
+    for name, (n0, n1) in {"uneven": (7, 12), "rank0_empty": (0, 19), "rank1_empty": (19, 0),
+                           "one_each": (1, 1)}.items():
+        # correlated features with a large common mean: what a naive merge would get wrong
+        x = rng.normal(size=(n0 + n1, d)) @ rng.normal(size=(d, d)) + rng.normal(50, 10, size=d)
+        skipped = [int(v) for v in rng.integers(1, 5, size=2)]
+        cases.append((name, [x[:n0], x[n0:]], skipped))
+        full[name] = (x, sum(skipped))
+    mp.spawn(_merge_worker, args=(free_port(), str(tmp_path), cases), nprocs=2, join=True)
+    results = []
+    for r in range(2):
+        with open(tmp_path / f"{r}.pkl", "rb") as f:
+            results.append(pickle.load(f))
+
+    assert results[0]["world"] == (2, 0, True) and results[1]["world"] == (2, 1, False)
+    for name, (x, skipped) in full.items():
+        n, mu, sigma, total, device = results[0][name]
+        assert (n, total, device) == (len(x), skipped, "cpu")
+        assert np.isfinite(mu).all() and np.isfinite(sigma).all()
+        assert rel_err(mu, x.mean(0)) <= 1e-12, name
+        assert rel_err(sigma, np.cov(x, rowvar=False)) <= 1e-12, name
+        other = results[1][name]  # every rank holds the very same merge
+        assert other[0] == n and other[3] == total
+        assert np.array_equal(other[1], mu) and np.array_equal(other[2], sigma)
+
+    items = [f"img_{i:04d}.png" for i in range(9)]
+    for r, res in enumerate(results):
+        assert "dims [4, 8]" in res["dims_error"]
+        assert res["shard"] == distributed.shard(items, rank=r, world_size=2)
+        assert "different inputs" in res["order_error"] and "other names or order" in res["order_error"]
+        assert "9 vs 8 images" in res["count_error"]
+        assert res["single"] == (items, 1, True)
+        assert res["all_ranks"] == (True, False)
+    assert results[0]["shard"] + results[1]["shard"] == items
+    assert "lost contact with the other ranks while merging statistics" in results[0]["lost_error"]
+
+
+def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays):
+    import fidfast
+
+    os.environ.update(XDG_CACHE_HOME=cache_dirs[rank], FIDFAST_WEIGHTS=weights)  # each rank its own cache
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    kwargs = dict(dims=64, device="cpu", num_workers=0, progress=False)
+    try:
+        # rank 0 finds these statistics in its cache, rank 1 does not: both must still agree
+        folder_stats = fidfast.compute_stats(folder, **kwargs)
+        array_stats = fidfast.compute_stats(arrays[rank], **kwargs)  # each rank's own samples: merged
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"{rank}.pkl"), "wb") as f:
+        pickle.dump([(s.n, s.mu, s.sigma) for s in (folder_stats, array_stats)], f)
+
+
+def test_python_api_inside_a_process_group_returns_the_merged_stats(tmp_path, rng, monkeypatch):
+    import fidfast
+    from fidfast.weights import resolve_weights
+
+    folder = tmp_path / "images"
+    write_images(folder, rng, _sizes(rng, 7))
+    arrays = [rng.integers(0, 256, size=(n, 48, 64, 3), dtype=np.uint8) for n in (3, 4)]
+    weights = resolve_weights().path
+    cache_dirs = [str(tmp_path / "cache0"), str(tmp_path / "cache1")]
+    monkeypatch.setenv("FIDFAST_WEIGHTS", weights)
+    monkeypatch.setenv("XDG_CACHE_HOME", cache_dirs[0])
+    kwargs = dict(dims=64, device="cpu", num_workers=0, progress=False)
+    ref_folder = fidfast.compute_stats(folder, **kwargs)  # one process; fills rank 0's cache
+    ref_arrays = fidfast.compute_stats(np.concatenate(arrays), **kwargs)
+    assert list(os.scandir(cache_dirs[0])) and not os.path.exists(cache_dirs[1])
+
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.spawn(_api_worker, args=(free_port(), str(out), str(folder), weights, cache_dirs, arrays), nprocs=2)
+    results = []
+    for r in range(2):
+        with open(out / f"{r}.pkl", "rb") as f:
+            results.append(pickle.load(f))
+    for got, ref in zip(results[0], (ref_folder, ref_arrays)):
+        n, mu, sigma = got
+        assert n == ref.n
+        assert rel_err(mu, ref.mu) <= 1e-5 and rel_err(sigma, ref.sigma) <= 1e-5
+    for mine, other in zip(*results):
+        assert mine[0] == other[0] and np.array_equal(mine[1], other[1]) and np.array_equal(mine[2], other[2])
+
+
+# -- torchrun end to end ---------------------------------------------------------------------------
+
+# --no-cache: every run computes, none reads what a concurrent one just stored
+CLI_OPTS = ["--dims", "64", "--device", "cpu", "--num-workers", "0", "--quiet", "--no-cache"]
+
+
+def _launch(args, nproc=None) -> subprocess.Popen:
+    """fidfast in one process, or under torchrun with nproc Gloo ranks on a free port (not waited for)."""
+    from fidfast.weights import resolve_weights
+
+    resolve_weights()  # convert the weights once, before several processes look for them
+    launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                                         "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    return subprocess.Popen([sys.executable, *launcher, "-m", "fidfast", *map(str, args), *CLI_OPTS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+
+
+def _stdouts(*procs, timeout=300):
+    outs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, stderr
+            outs.append(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outs
+
+
+def _sizes(rng, n):
+    return [(int(h), int(w)) for h, w in rng.integers(40, 120, size=(n, 2))]
+
+
+def test_torchrun_two_ranks_give_the_fid_of_one_process(tmp_path, rng):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_images(a, rng, _sizes(rng, 11))  # odd counts: N is not a multiple of the world size
+    write_images(b, rng, _sizes(rng, 13), shift=0.25)
+    one, two = _stdouts(_launch([a, b, "--json"]), _launch([a, b, "--json"], nproc=2))
+    assert len(one.strip().splitlines()) == 1
+    assert len(two.strip().splitlines()) == 1, two  # only rank 0 prints
+    one, two = json.loads(one), json.loads(two)
+    assert one["n_images"] == two["n_images"] == [11, 13]
+    assert one["skipped"] == two["skipped"] == [0, 0]
+    assert np.isfinite(one["fid"]) and one["fid"] > 0
+    assert abs(two["fid"] - one["fid"]) <= 1e-5 * one["fid"], (one["fid"], two["fid"])
+
+
+def test_torchrun_rank_with_no_images_and_save_stats_on_rank_0_only(tmp_path, rng):
+    """3 ranks, 2 images: rank 0 (the one that writes) gets none; the file equals one process's statistics."""
+    import fidfast
+
+    a = tmp_path / "a"
+    write_images(a, rng, _sizes(rng, 2))
+    proc = _launch([a, tmp_path / "three.npz", "--save-stats", "--json"], nproc=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 2 images < dims
+        one = fidfast.compute_stats(a, dims=64, device="cpu", num_workers=0, progress=False, cache=False)
+    (out,) = _stdouts(proc)
+    assert len(out.strip().splitlines()) == 1, out  # only rank 0 prints
+    assert json.loads(out)["n_images"] == 2
+    three = FeatureStats.load(tmp_path / "three.npz")
+    assert one.n == three.n == 2
+    assert np.isfinite(three.sigma).all() and np.abs(three.sigma).max() > 0
+    assert rel_err(three.mu, one.mu) <= 1e-5 and rel_err(three.sigma, one.sigma) <= 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "three.npz"]
