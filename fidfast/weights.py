@@ -26,7 +26,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -109,12 +109,14 @@ def convert_torchscript_state_dict(ts_state: Dict[str, torch.Tensor]) -> "Ordere
     return out
 
 
-def _atomic_save(state: Dict[str, torch.Tensor], dst: Path) -> None:
+def atomic_save(dst: Path, save: Callable[[str], None]) -> None:
+    """Write a cache file atomically: ``save(tmp_path)``, a SHA-256 sidecar, then rename both into place,
+    so a reader sees the old file, the new one, or none; never a partial one."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        save(tmp)
         sidecar = dst.with_name(dst.name + ".sha256")
         sidecar_tmp = Path(tmp + ".sha256")
         sidecar_tmp.write_text(_file_hash(Path(tmp), "sha256"))
@@ -126,12 +128,13 @@ def _atomic_save(state: Dict[str, torch.Tensor], dst: Path) -> None:
                 os.remove(leftover)
 
 
-def _cache_is_valid(path: Path) -> bool:
+def cache_is_valid(path: Path) -> bool:
+    """True when ``path`` and its SHA-256 sidecar (from :func:`atomic_save`) exist and agree."""
     sidecar = path.with_name(path.name + ".sha256")
     if not (path.is_file() and sidecar.is_file()):
         return False
     if _file_hash(path, "sha256") != sidecar.read_text().strip():
-        log.warning("fidfast: ignoring corrupt weights cache %s", path)
+        log.warning("fidfast: ignoring corrupt cache file %s", path)
         return False
     return True
 
@@ -156,7 +159,8 @@ def _convert_fid_helper(src: Path, dst: Path) -> None:
     if digest != FID_HELPER_SHA1:
         raise FidfastError(f"{src} has SHA-1 {digest}, expected {FID_HELPER_SHA1}: refusing to use it")
     log.debug("fidfast: converting FID Inception weights from %s", src)
-    _atomic_save(convert_torchscript_state_dict(_jit_load(src).state_dict()), dst)
+    state = convert_torchscript_state_dict(_jit_load(src).state_dict())
+    atomic_save(dst, lambda tmp: torch.save(state, tmp))
 
 
 def resolve_weights(weights: Optional[str] = None, download: bool = True) -> ResolvedWeights:
@@ -169,7 +173,7 @@ def resolve_weights(weights: Optional[str] = None, download: bool = True) -> Res
         return ResolvedWeights(str(path), "explicit" if weights is not None else "env")
 
     cached = cache_dir() / CACHE_FILE
-    if _cache_is_valid(cached):
+    if cache_is_valid(cached):
         return ResolvedWeights(str(cached), "cache")
 
     hub = Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE

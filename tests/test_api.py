@@ -73,7 +73,7 @@ def test_pipeline_compiles_without_showing_future_warnings():
         warnings.simplefilter("always")
         model = build_feature_extractor(64, torch.device("cpu"), compile=True)
     assert not [w for w in caught if issubclass(w.category, FutureWarning)]
-    assert isinstance(model, torch.jit.ScriptModule)
+    assert isinstance(model.module, torch.jit.ScriptModule)
 
 
 def test_eager_fallback_gives_the_same_features():
@@ -82,7 +82,7 @@ def test_eager_fallback_gives_the_same_features():
     x = torch.rand(2, 3, 299, 299) * 2 - 1
     eager = build_feature_extractor(192, torch.device("cpu"), compile=False)
     compiled = build_feature_extractor(192, torch.device("cpu"), compile=True)
-    assert not isinstance(eager, torch.jit.ScriptModule)
+    assert not isinstance(eager.module, torch.jit.ScriptModule)
     with torch.no_grad():
         a, b = eager(x), compiled(x)
     assert a.shape == (2, 192)
@@ -95,3 +95,33 @@ def test_backend_info_keys():
         assert key in info
     assert info["cuda_available"] == torch.cuda.is_available()
     assert info["weights"] is not None
+
+
+def test_cpu_micro_batches_give_the_whole_batchs_features():
+    from fidfast.features import CPU_MICRO_BATCH, FeatureExtractor, build_feature_extractor
+
+    extractor = build_feature_extractor(64, torch.device("cpu"))
+    assert extractor.micro_batch == CPU_MICRO_BATCH
+    x = torch.rand(7, 3, 299, 299) * 2 - 1  # 7 = 3 + 3 + 1: a short last micro-batch
+    with torch.inference_mode():
+        whole = extractor.module(x)
+        split = FeatureExtractor(extractor.module, micro_batch=3)(x)
+    assert split.shape == (7, 64) and torch.isfinite(split).all()
+    assert ((split - whole).norm() / whole.norm()) < 1e-6
+
+
+def test_compiled_cpu_module_is_cached_and_gives_the_same_features():
+    from fidfast.features import build_feature_extractor, compiled_cache_path
+
+    path = compiled_cache_path(192)
+    for leftover in (path, path.with_name(path.name + ".sha256")):
+        leftover.unlink(missing_ok=True)
+    x = torch.rand(3, 3, 299, 299) * 2 - 1
+    with torch.inference_mode():
+        built = build_feature_extractor(192, torch.device("cpu"))(x)
+        assert path.is_file()
+        loaded = build_feature_extractor(192, torch.device("cpu"))(x)  # from the cache file
+        path.write_bytes(path.read_bytes()[:-10])  # a damaged entry is rebuilt, not used
+        rebuilt = build_feature_extractor(192, torch.device("cpu"))(x)
+    assert torch.isfinite(built).all()
+    assert torch.equal(built, loaded) and torch.equal(built, rebuilt)
