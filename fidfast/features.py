@@ -138,7 +138,9 @@ def build_feature_extractor(dims: int, device: torch.device, precision: str = "f
     if compile is None:
         compile = os.environ.get("FIDFAST_JIT", "1") != "0"
     if compile and hasattr(torch, "jit"):
-        resolve_weights(weights)  # a missing weights file is the user's error, not a TorchScript failure
+        # Resolved first: a missing weights file is the user's error, not a TorchScript failure.
+        resolved = resolve_weights(weights)
+        log.debug("fidfast: FID Inception weights %s (%s)", resolved.path, resolved.source)
         try:
             return FeatureExtractor(_compiled(dims, device, precision, weights), micro_batch)
         except FidfastError:

@@ -217,7 +217,7 @@ def _load_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
 def load_inception_state_dict(weights: Optional[str] = None) -> "OrderedDict[str, torch.Tensor]":
     """The FID Inception state dict in pytorch-fid's names, without ``fc``/``AuxLogits`` (unused for FID)."""
     resolved = resolve_weights(weights)
-    log.debug("fidfast: FID Inception weights from %s (%s)", resolved.path, resolved.source)
+    log.debug("fidfast: reading FID Inception weights from %s (%s)", resolved.path, resolved.source)
     state = _load_state_dict(resolved.path)
     trunk = OrderedDict((k, v) for k, v in state.items() if not k.startswith(("fc.", "AuxLogits.")))
     expected = {f"{p}.{s}" for p in _conv_layer_names()
