@@ -2,7 +2,8 @@
 
 Environment:
     FIDFAST_CUDA=0/1        force the CPU-only build / require the CUDA build (default: CUDA iff nvcc is found)
-    TORCH_CUDA_ARCH_LIST    GPU architectures to compile for (default "8.0;9.0+PTX": A100, H100, PTX for newer)
+    TORCH_CUDA_ARCH_LIST    GPU architectures to compile for (default: the visible GPU's; without one
+                            "8.0;9.0+PTX": A100, H100, PTX for newer)
     CUDA_HOME               CUDA toolkit root (default /usr/local/cuda when it has bin/nvcc)
 """
 
@@ -48,8 +49,12 @@ def extension():
     cpp = sources("csrc/*.cpp") + sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp")
     if not build_cuda():
         return CppExtension("fidfast._C", cpp, extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=OPENMP)
-    # Each architecture multiplies the device compile time; users can widen this.
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    # With a GPU visible, torch compiles for that GPU (whatever its generation). Without one (CI, build
+    # hosts) A100/H100 code plus PTX for newer GPUs: each architecture multiplies the compile time.
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     return CUDAExtension(
         "fidfast._C",
         cpp + sources("csrc/ops/cuda/*.cu"),

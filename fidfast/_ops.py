@@ -99,7 +99,8 @@ def resize_normalize(data: torch.Tensor, meta: torch.Tensor, out_size: int = 299
 
     Args:
         data: 1-D contiguous uint8 buffer from :func:`pack_images` (CPU or CUDA).
-        meta: int64 N×4 (offset, H, W, C); moved to ``data``'s device if needed.
+        meta: int64 N×4 (offset, H, W, C), on the CPU (best: pinned; it is checked there before the
+            copy) or on ``data``'s device.
         out_size: output height and width in pixels (pytorch-fid: 299).
         dtype: torch.float32 or torch.float16.
         channels_last: return channels_last memory format instead of contiguous NCHW.
@@ -107,7 +108,6 @@ def resize_normalize(data: torch.Tensor, meta: torch.Tensor, out_size: int = 299
     Returns:
         N×3×out_size×out_size tensor of ``dtype`` on ``data``'s device, values in [-1, 1].
     """
-    meta = meta.to(data.device)
     if _native_for(data.device):
         return torch.ops.fidfast.resize_normalize(data, meta, out_size, dtype, channels_last)
     return _resize_normalize_torch(data, meta, out_size, dtype, channels_last)

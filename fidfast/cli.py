@@ -71,10 +71,10 @@ def _setup_messages(verbose: bool) -> None:
     logger.propagate = False
 
 
-def _version() -> str:
+def _version(weights: Optional[str]) -> str:
     from fidfast import backend_info
 
-    info = backend_info()
+    info = backend_info(weights)
     lines = [f"fidfast {info['version']} (torch {info['torch']})"]
     lines += [f"  {k}: {v}" for k, v in info.items() if k not in ("version", "torch")]
     return "\n".join(lines)
@@ -84,7 +84,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_messages(args.verbose)
     if args.version:
-        print(_version())
+        print(_version(args.weights))
         return 0
     if len(args.path) != 2:
         raise FidfastError(f"expected 2 paths, got {len(args.path)} (fidfast PATH1 PATH2; see --help)")
@@ -92,15 +92,20 @@ def run(argv: Optional[List[str]] = None) -> int:
     from fidfast import distributed
     from fidfast.frechet import frechet_distance
     from fidfast.metrics import kernel_inception_distance
-    from fidfast.pipeline import RunConfig, features_of, stats_of
+    from fidfast.pipeline import RunConfig, features_of, stats_of, stats_of_pair
+    from fidfast.stats import npz_path
     from fidfast.weights import resolve_weights
 
     for p in args.path[: 1 if args.save_stats else 2]:
         if not os.path.exists(p):
             raise FidfastError(f"{p}: no such file or folder")
-    if args.save_stats and os.path.exists(args.path[1]):
-        raise FidfastError(f"{args.path[1]}: output file exists; not overwriting it")
-    distributed.init_from_env()  # under torchrun: join the process group; each rank takes a shard
+    output = npz_path(args.path[1]) if args.save_stats else None
+    if output is not None and output.exists():
+        raise FidfastError(f"{output}: output file exists; not overwriting it")
+    if args.kid_subsets < 1 or args.kid_subset_size < 2:
+        raise FidfastError(f"--kid-subsets must be ≥ 1 and --kid-subset-size ≥ 2, got {args.kid_subsets} and "
+                           f"{args.kid_subset_size}")
+    distributed.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
     cfg = RunConfig.make(dims=args.dims, device=args.device, precision=args.precision, weights=args.weights,
                          batch_size=args.batch_size, num_workers=args.num_workers,
                          skip_bad_images=args.skip_bad_images, progress=False if (args.quiet or args.json) else None,
@@ -117,9 +122,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         stats = stats_of(args.path[0], cfg, args.recursive)
         if not primary:
             return 0
-        stats.save(args.path[1])
+        stats.save(output)
         if args.json:
-            print(json.dumps({"saved": args.path[1], "dims": args.dims, "n_images": stats.n,
+            print(json.dumps({"saved": str(output), "dims": args.dims, "n_images": stats.n,
                               "skipped": int(stats.meta.get("skipped", 0))}))
         return 0
 
@@ -128,10 +133,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         (s1, f1), (s2, f2) = (features_of(p, cfg, args.recursive) for p in args.path)
         kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
     else:
-        s1, s2 = (stats_of(p, cfg, args.recursive) for p in args.path)
+        s1, s2 = stats_of_pair(*args.path, cfg, args.recursive)
     if not primary:
         return 0
-    result = {"dims": args.dims, "n_images": [s1.n, s2.n]}
+    result = {"dims": s1.dims, "n_images": [s1.n, s2.n]}
     if "fid" in metrics:
         result["fid"] = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
     if kid is not None:

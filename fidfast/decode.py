@@ -54,7 +54,9 @@ def list_image_files(path: Union[str, Path], recursive: bool = False) -> List[Pa
     """Sorted image files in a folder (top level unless ``recursive``)."""
     root = Path(path)
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in root.glob(pattern) if p.is_file() and is_image_file(p))
+    # A broken link is listed (and then reported as unreadable), not silently left out.
+    files = sorted(p for p in root.glob(pattern) if (p.is_file() or (p.is_symlink() and not p.exists()))
+                   and is_image_file(p))
     if not files:
         hint = " in this folder"
         if not recursive and any(is_image_file(p) for p in root.glob("**/*") if p.is_file()):
@@ -147,9 +149,13 @@ class ImageDataset(torch.utils.data.Dataset):
         if not isinstance(ref, tuple):
             return _decode_to_result(ref, str(ref))
         archive, member = ref
-        if archive not in self._zips:
-            self._zips[archive] = zipfile.ZipFile(archive)
-        return _decode_to_result(io.BytesIO(self._zips[archive].read(member)), ref_name(ref))
+        try:
+            if archive not in self._zips:
+                self._zips[archive] = zipfile.ZipFile(archive)
+            data = self._zips[archive].read(member)
+        except Exception as exc:  # noqa: BLE001 - bad CRC, zlib errors, encryption: an unreadable image
+            return None, ref_name(ref), f"{ref_name(ref)}: cannot read archive member ({exc.__class__.__name__}: {exc})"
+        return _decode_to_result(io.BytesIO(data), ref_name(ref))
 
     def __getstate__(self):  # open zip handles do not cross into worker processes
         return {"refs": self.refs, "_zips": {}}

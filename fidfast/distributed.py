@@ -282,7 +282,7 @@ def _comm_device(local: torch.device) -> torch.device:
         backends = {"cuda": "nccl"} if dist.get_backend() == "nccl" else {"cpu": dist.get_backend()}
     cuda_backend = backends.get("cuda")
     if local.type == "cuda" and cuda_backend not in (None, "gloo"):
-        return torch.device("cuda", torch.cuda.current_device())  # NCCL: the rank's own (current) GPU
+        return local  # NCCL: the statistics' own GPU (in the user's group it may not be the current one)
     if "cpu" in backends:
         return torch.device("cpu")
     if cuda_backend is not None:

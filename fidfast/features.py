@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fidfast.errors import FidfastError
 from fidfast import inception
@@ -67,10 +68,20 @@ def _quiet_jit(fn: Callable, *args):
         return fn(*args)
 
 
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold every BasicConv2d's batch norm into its convolution (eval mode), in the weights' own dtype."""
+    for module in model.modules():
+        if isinstance(module, inception.BasicConv2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return model
+
+
 def _eager(dims: int, device: torch.device, precision: str, weights: Optional[str]) -> nn.Module:
     model = PooledInception(inception.fid_inception_v3(weights), dims).eval().to(device)
     if precision == "fp16":
-        model = model.half()
+        # Fold in fp32, then round once: TorchScript's freeze would fold the already-rounded fp16 weights.
+        model = fold_batch_norms(model).half()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model

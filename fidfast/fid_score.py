@@ -19,7 +19,7 @@ from fidfast.decode import IMAGE_EXTENSIONS, decode_image
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
 from fidfast.inception import InceptionV3
-from fidfast.pipeline import RunConfig, iter_features, stats_of
+from fidfast.pipeline import RunConfig, iter_features, stats_of, stats_of_pair
 from fidfast.sources import ImageInput, open_source
 from fidfast.stats import FeatureStats
 
@@ -97,17 +97,21 @@ def calculate_activation_statistics(files, model, batch_size=50, dims=2048, devi
 
 
 def compute_statistics_of_path(path, model, batch_size, dims, device, num_workers=1):
-    """(mu, sigma) of a folder of images or of an .npz statistics file."""
+    """(mu, sigma) of a folder of images (or any input fidfast reads) or of an .npz statistics file."""
     opened = open_source(path)
     if isinstance(opened, FeatureStats):
         return opened.mu, opened.sigma
-    return calculate_activation_statistics(opened, model, batch_size, dims, device, num_workers)
+    if _is_standard(model):
+        stats = stats_of(opened, _config(model, batch_size, dims, device, num_workers))
+        return stats.mu, stats.sigma
+    if not isinstance(opened, ImageInput) or any(isinstance(ref, tuple) for ref in opened.refs):
+        raise FidfastError(f"{path}: a model other than fidfast's InceptionV3 reads image files, not archives")
+    return calculate_activation_statistics(opened.refs, model, batch_size, dims, device, num_workers)
 
 
-def _stats(path, batch_size, device, dims, num_workers) -> FeatureStats:
-    cfg = RunConfig.make(dims=dims, device=device, precision="fp32", batch_size=batch_size,
-                         num_workers=num_workers, progress=None)
-    return stats_of(path, cfg)
+def _config_for(batch_size, device, dims, num_workers) -> RunConfig:
+    return RunConfig.make(dims=dims, device=device, precision="fp32", batch_size=batch_size,
+                          num_workers=num_workers, progress=None)
 
 
 def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dims: int, num_workers: int = 1) -> float:
@@ -115,7 +119,7 @@ def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dim
     for p in paths:
         if not os.path.exists(p):
             raise FidfastError(f"Invalid path: {p}")
-    s1, s2 = (_stats(p, batch_size, device, dims, num_workers) for p in paths)
+    s1, s2 = stats_of_pair(*paths, _config_for(batch_size, device, dims, num_workers))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance)
 
 
@@ -125,4 +129,4 @@ def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num
         raise FidfastError(f"Invalid path: {paths[0]}")
     if os.path.exists(paths[1]):
         raise FidfastError(f"Existing output file: {paths[1]}")
-    _stats(paths[0], batch_size, device, dims, num_workers).save(paths[1])
+    stats_of(paths[0], _config_for(batch_size, device, dims, num_workers)).save(paths[1])

@@ -117,4 +117,8 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     else:
         tr_covmean = trace_sqrt_from_factor(covariance_factor(s1, "eigh" if method == "eigh" else "cholesky"), s2)
     diff = m1 - m2
-    return float(diff @ diff + torch.trace(s1) + torch.trace(s2)) - 2.0 * tr_covmean
+    scale = float(diff @ diff + torch.trace(s1) + torch.trace(s2))
+    fid = scale - 2.0 * tr_covmean
+    # Equal statistics give a tiny negative by rounding; a distance is never below zero. A larger
+    # negative would mean invalid input (not PSD) and is returned as it is.
+    return 0.0 if -1e-12 * scale <= fid < 0.0 else fid

@@ -6,6 +6,7 @@ the samples' features plus one d×d symmetric eigenvalue solve.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from fidfast.errors import FidfastError
 from fidfast.frechet import covariance_factor, frechet_distance, trace_sqrt_from_factor
-from fidfast.pipeline import RunConfig, features_of, stats_of
+from fidfast.pipeline import RunConfig, features_of, stats_of, stats_of_pair
 from fidfast.sources import Source
 from fidfast.stats import FeatureStats
 
@@ -66,7 +67,7 @@ class FID:
 def calculate_fid(a: Source, b: Source, method: str = "auto", recursive: bool = False, **kwargs) -> float:
     """FID between two inputs of any kind. Keyword arguments are those of :func:`fidfast.compute_stats`."""
     cfg = RunConfig.make(**kwargs)
-    s1, s2 = stats_of(a, cfg, recursive), stats_of(b, cfg, recursive)
+    s1, s2 = stats_of_pair(a, b, cfg, recursive)
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
 
 
@@ -85,6 +86,10 @@ def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], featur
         raise FidfastError(f"KID needs at least 2 images on each side, got {x.shape[0]} and {y.shape[0]}")
     if num_subsets < 1:
         raise FidfastError(f"KID needs at least 1 subset, got {num_subsets}")
+    if m < subset_size:
+        warnings.warn(f"fidfast: KID subsets of {m} images, fewer than the subset size {subset_size}: "
+                      "each subset holds all of the smaller set, so the ± shows less spread than it should",
+                      stacklevel=2)
     d = x.shape[1]
     gen = torch.Generator().manual_seed(seed)
     values = []

@@ -35,7 +35,7 @@ INCEPTION_SIZE = 299
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     """None → cuda if available else cpu; a CUDA device that does not exist is a user error."""
     if device is None:
-        return distributed.default_device()
+        device = distributed.default_device()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -45,6 +45,8 @@ def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
             raise FidfastError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FidfastError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if dev.index is None:  # pinned now: the cached model and later batches must agree after set_device
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":
         raise FidfastError(f"--device {device}: fidfast runs on cpu or cuda")
     return dev
@@ -115,8 +117,8 @@ def preprocess(batch: Union[DecodedBatch, torch.Tensor], cfg: RunConfig) -> torc
         x = (2 * x - 1).to(cfg.dtype)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
     data = batch.data.to(cfg.device, non_blocking=True)
-    meta = batch.meta.to(cfg.device, non_blocking=True)
-    return _ops.resize_normalize(data, meta, INCEPTION_SIZE, cfg.dtype, channels_last=channels_last)
+    # meta stays on the host: the op checks it there, so no device-to-host copy waits for queued work.
+    return _ops.resize_normalize(data, batch.meta, INCEPTION_SIZE, cfg.dtype, channels_last=channels_last)
 
 
 def pack_uint8(x: torch.Tensor) -> DecodedBatch:
@@ -143,15 +145,17 @@ def iter_features(opened: Union[ImageInput, ArrayInput], cfg: RunConfig) -> Iter
     model = _extractor(cfg.dims, cfg.device, cfg.precision, cfg.weights)
     total = len(opened.refs) if isinstance(opened, ImageInput) else opened.total
     bar = Progress(f"fidfast {opened.label}", total, cfg.progress)
-    # Fixed 299×299 shapes: let cuDNN pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
-    cudnn = torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=cfg.precision != "fp32")
-    with torch.inference_mode(), cudnn:
-        for batch, n, bad in iter_model_inputs(opened, cfg):
-            bar.update(n + bad)
-            if n == 0:
-                yield torch.empty(0, cfg.dims, device=cfg.device), bad
-                continue
-            yield model(preprocess(batch, cfg)), bad
+    for batch, n, bad in iter_model_inputs(opened, cfg):
+        bar.update(n + bad)
+        if n == 0:
+            yield torch.empty(0, cfg.dims, device=cfg.device), bad
+            continue
+        # Entered per batch, not across the yield, so the caller's code between batches is unaffected.
+        # Fixed 299×299 shapes: cuDNN may pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
+        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
+                                                                allow_tf32=cfg.precision != "fp32"):
+            features = model(preprocess(batch, cfg))
+        yield features, bad
     bar.close()
 
 
@@ -168,18 +172,24 @@ def _accumulate(opened: Union[ImageInput, ArrayInput], cfg: RunConfig, keep_feat
             kept.append(features.float().cpu())
         skipped += bad
     stats, skipped = distributed.merge_stats(stats, skipped)
-    label = opened.label
-    if skipped and distributed.is_primary():
-        warnings.warn(f"fidfast: skipped {skipped} unreadable image(s) in {label}", stacklevel=3)
     stats.meta.update(skipped=skipped, precision=cfg.precision, dims=cfg.dims)
-    if stats.n < 2:
-        raise FidfastError(f"{label}: FID needs at least 2 images, got {stats.n}")
-    if stats.n < cfg.dims and distributed.is_primary():
-        warnings.warn(f"fidfast: {label} has {stats.n} images, fewer than dims={cfg.dims}: the covariance is "
-                      "rank-deficient; the FID is finite but biased (use ≥ dims images to compare with "
-                      "published numbers)", stacklevel=3)
+    _check_and_report(stats, opened.label)
     features = torch.cat(kept) if keep_features else None
     return stats.to("cpu"), features
+
+
+def _check_and_report(stats: FeatureStats, label: str) -> None:
+    """Too few images is an error; skipped images and a rank-deficient covariance are warnings, given
+    whether the statistics were just computed or came from the cache."""
+    skipped = int(stats.meta.get("skipped", 0))
+    if skipped and distributed.is_primary():
+        warnings.warn(f"fidfast: skipped {skipped} unreadable image(s) in {label}", stacklevel=4)
+    if stats.n < 2:
+        raise FidfastError(f"{label}: FID needs at least 2 images, got {stats.n}")
+    if stats.n < stats.dims and distributed.is_primary():
+        warnings.warn(f"fidfast: {label} has {stats.n} images, fewer than dims={stats.dims}: the covariance is "
+                      "rank-deficient; the FID is finite but biased (use ≥ dims images to compare with "
+                      "published numbers)", stacklevel=4)
 
 
 def _cache_key(opened: ImageInput, cfg: RunConfig) -> Optional[str]:
@@ -193,7 +203,8 @@ def stats_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Featur
     opened = open_source(samples, recursive)
     if isinstance(opened, FeatureStats):
         if opened.dims != cfg.dims:
-            raise FidfastError(f"{samples}: statistics have dims {opened.dims}, but dims={cfg.dims} was asked for")
+            raise FidfastError(f"{opened.path or 'statistics'}: statistics have dims {opened.dims}, but "
+                               f"dims={cfg.dims} was asked for")
         return opened
     key = _cache_key(opened, cfg) if isinstance(opened, ImageInput) else None
     if key is not None:
@@ -202,11 +213,26 @@ def stats_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Featur
         # waiting in the merge: the cache is used only when every rank has the entry.
         if distributed.all_ranks(hit is not None):
             log.info("fidfast: %s: statistics from the cache (%s images)", opened.label, hit.n)
+            _check_and_report(hit, opened.label)
             return hit
     stats, _ = _accumulate(opened, cfg, keep_features=False)
     if key is not None and distributed.is_primary():
         cache.store(key, stats)
     return stats
+
+
+def stats_of_pair(a: Source, b: Source, cfg: RunConfig, recursive: bool = False
+                  ) -> Tuple[FeatureStats, FeatureStats]:
+    """Statistics of the two inputs of a FID. Two statistics files are taken as they are, whatever
+    ``cfg.dims`` (as pytorch-fid does; the Fréchet distance checks that they agree); a statistics file
+    beside images must have ``cfg.dims``, which is checked before any image is processed."""
+    first, second = open_source(a, recursive), open_source(b, recursive)
+    if isinstance(first, FeatureStats) and isinstance(second, FeatureStats):
+        return first, second
+    for opened in (first, second):
+        if isinstance(opened, FeatureStats):
+            stats_of(opened, cfg)
+    return stats_of(first, cfg, recursive), stats_of(second, cfg, recursive)
 
 
 def features_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Tuple[FeatureStats, torch.Tensor]:

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageInput]:
 
 def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, ImageInput, ArrayInput]:
     """Resolve any supported input to statistics, image files, or in-memory image batches."""
-    if isinstance(source, FeatureStats):
+    if isinstance(source, (FeatureStats, ImageInput, ArrayInput)):  # already resolved
         return source
     if _is_pathlike(source):
         return open_path(Path(source), recursive)
@@ -96,10 +97,13 @@ def check_image_batch(x: ArrayLike) -> None:
     if shape[1] != 3:
         raise FidfastError(f"float image batch of shape {shape}: expected N×3×H×W in [0, 1]")
     t = torch.as_tensor(x)
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if not t.numel():
+        return
+    lo, hi = (float(v) for v in torch.aminmax(t))  # one pass (one GPU sync); NaN propagates to both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise FidfastError("float image batch holds NaN or inf")
-    if t.numel() and (float(t.min()) < -1e-6 or float(t.max()) > 1 + 1e-6):
-        raise FidfastError(f"float image batch ranges over [{float(t.min()):.3g}, {float(t.max()):.3g}]; "
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise FidfastError(f"float image batch ranges over [{lo:.3g}, {hi:.3g}]; "
                            "expected [0, 1] (pass uint8 for 0..255 images)")
 
 

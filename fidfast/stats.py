@@ -40,6 +40,7 @@ class FeatureStats:
         self._mean = torch.zeros(self.dims, dtype=torch.float64, device=device)
         self._comoment = torch.zeros(self.dims, self.dims, dtype=torch.float64, device=device)
         self.meta: dict = {}
+        self.path: Optional[str] = None  # the file it was loaded from, for messages
 
     # -- accumulation -------------------------------------------------------------------------------
     def update(self, features: torch.Tensor) -> "FeatureStats":
@@ -122,14 +123,10 @@ class FeatureStats:
         return self
 
     # -- files --------------------------------------------------------------------------------------
-    def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write an .npz readable by pytorch-fid (mu, sigma) plus n; atomic (write then rename).
-
-        As ``np.savez``, appends ``.npz`` to a path without that suffix.
-        """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write an .npz readable by pytorch-fid (mu, sigma) plus n; atomic (write then rename), with the
+        permissions a plain ``np.savez`` would give. Returns the path written (see :func:`npz_path`)."""
+        path = npz_path(path)
         fields = {"mu": self.mu, "sigma": self.sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
         if self._n is not None:
             fields["n"] = np.int64(self._n)
@@ -139,10 +136,12 @@ class FeatureStats:
         os.close(fd)
         try:
             np.savez(tmp, **fields)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; statistics files are shared
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        return path
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "FeatureStats":
@@ -154,7 +153,7 @@ class FeatureStats:
                 if not {"mu", "sigma"} <= keys:
                     raise FidfastError(f"{path}: statistics file needs arrays 'mu' and 'sigma', has {sorted(keys)}")
                 mu, sigma = f["mu"], f["sigma"]
-                n = int(f["n"]) if "n" in keys else None
+                n = _count(path, f["n"]) if "n" in keys else None
                 meta = {k[5:]: str(f[k]) for k in keys if k.startswith("meta_")}
         except FidfastError:
             raise
@@ -167,9 +166,32 @@ class FeatureStats:
                 raise FidfastError(f"{path}: '{name}' holds non-finite values")
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise FidfastError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
+        if n is not None and n < 2:
+            raise FidfastError(f"{path}: statistics of {n} image(s); a covariance needs at least 2")
         stats = cls.from_moments(mu, sigma, n)
         stats.meta = meta
+        stats.path = str(path)
         return stats
 
     def __repr__(self) -> str:
         return f"FeatureStats(n={self._n}, dims={self.dims}, device={self.device})"
+
+
+def npz_path(path: Union[str, os.PathLike]) -> Path:
+    """The file that saving statistics to ``path`` writes: as ``np.savez``, ``.npz`` is appended to a
+    name that does not end with it."""
+    path = Path(path)
+    return path if path.name.endswith(".npz") else path.with_name(path.name + ".npz")
+
+
+def _count(path: Path, n: np.ndarray) -> int:
+    if n.shape != () or not np.issubdtype(n.dtype, np.integer) or int(n) < 0:
+        raise FidfastError(f"{path}: 'n' must be one non-negative integer (the image count), got {n.dtype} "
+                           f"of shape {n.shape}")
+    return int(n)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -216,7 +216,8 @@ def _load_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
-        raise FidfastError(f"cannot read weights file {p}: {exc.__class__.__name__}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]  # torch's unpickling errors run to many lines
+        raise FidfastError(f"cannot read weights file {p}: {exc.__class__.__name__}: {first}") from None
     if not isinstance(state, dict):
         raise FidfastError(f"weights file {p} does not hold a state dict")
     return OrderedDict(state)

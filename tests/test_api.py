@@ -125,3 +125,19 @@ def test_compiled_cpu_module_is_cached_and_gives_the_same_features():
         rebuilt = build_feature_extractor(192, torch.device("cpu"))(x)
     assert torch.isfinite(built).all()
     assert torch.equal(built, loaded) and torch.equal(built, rebuilt)
+
+
+def test_fp16_folds_batch_norm_in_fp32_before_rounding():
+    from fidfast import inception
+    from fidfast.features import PooledInception, _eager, fold_batch_norms
+
+    half = _eager(64, torch.device("cpu"), "fp16", None)
+    assert not [m for m in half.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    full = PooledInception(inception.fid_inception_v3(), 64).eval()
+    x = torch.rand(2, 3, 299, 299) * 2 - 1
+    with torch.inference_mode():
+        reference = full(x)
+        folded = fold_batch_norms(full)(x)  # the same network in fp32
+    assert ((folded - reference).norm() / reference.norm()) < 1e-5
+    for a, b in zip(half.state_dict().values(), full.state_dict().values()):
+        assert a.dtype == torch.float16 and torch.equal(a, b.half())  # rounded once, from fp32

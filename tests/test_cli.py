@@ -98,3 +98,14 @@ def test_user_errors_are_one_line_exit_2(case, image_dirs, tmp_path):
     elif case == "bad_weights":
         (tmp_path / "w.pth").write_bytes(b"junk")
         assert_one_line_error(fidfast_cli(a, b, "--dims", "64", "--weights", tmp_path / "w.pth"), "w.pth")
+
+
+def test_statistics_files_keep_their_dims_and_save_stats_names_the_npz(image_dirs, tmp_path):
+    a, b = image_dirs
+    fidfast_cli(a, tmp_path / "a", "--save-stats", "--dims", "64", "--device", "cpu", check_rc=0)  # writes a.npz
+    fidfast_cli(b, tmp_path / "b.npz", "--save-stats", "--dims", "64", "--device", "cpu", check_rc=0)
+    # Two statistics files: their own dims, whatever --dims says (pytorch-fid does the same).
+    out = json.loads(fidfast_cli(tmp_path / "a.npz", tmp_path / "b.npz", "--json", check_rc=0).stdout)
+    assert out["dims"] == 64 and out["n_images"] == [12, 12] and out["fid"] > 0
+    assert_one_line_error(fidfast_cli(b, tmp_path / "a", "--save-stats", "--dims", "64"), "a.npz", "exists")
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "kid", "--kid-subset-size", "1"), "--kid-subset-size")

@@ -188,3 +188,45 @@ def test_statistics_cache_is_keyed_by_content(tmp_path, rng):
     assert len(set(cache_dir.glob("*.npz")) - before) == 3
     fidfast.compute_stats(tmp_path / "d", **{**kwargs, "dims": 192, "cache": False, "batch_size": 2})
     assert len(set(cache_dir.glob("*.npz")) - before) == 3
+
+
+def _stored_zip(path, pngs):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for p in pngs:
+            z.write(p, f"imgs/{p.name}")
+
+
+def test_corrupt_archive_member_is_named_or_skipped(folder, tmp_path):
+    _, paths = folder
+    _stored_zip(tmp_path / "a.zip", paths)
+    raw = bytearray((tmp_path / "a.zip").read_bytes())
+    at = raw.find(paths[2].read_bytes()) + 200  # inside the third image's bytes: its CRC no longer matches
+    raw[at] ^= 0xFF
+    (tmp_path / "a.zip").write_bytes(bytes(raw))
+    with pytest.raises(FidfastError, match=paths[2].name):
+        fidfast.compute_stats(tmp_path / "a.zip", **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stats = fidfast.compute_stats(tmp_path / "a.zip", skip_bad_images=True, **FAST)
+    assert stats.n == len(paths) - 1 and int(stats.meta["skipped"]) == 1
+    assert any("skipped 1 unreadable" in str(w.message) for w in caught)
+
+
+def test_broken_link_is_reported_not_dropped(tmp_path, rng):
+    write_images(tmp_path / "d", rng, [(30, 30)] * 3)
+    (tmp_path / "d" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(FidfastError, match="gone.png"):
+        fidfast.compute_stats(tmp_path / "d", **FAST)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert int(fidfast.compute_stats(tmp_path / "d", skip_bad_images=True, **FAST).meta["skipped"]) == 1
+
+
+def test_statistics_from_the_cache_repeat_their_warnings(tmp_path, rng):
+    write_images(tmp_path / "d", rng, [(30, 30)] * 3)
+    (tmp_path / "d" / "zero.png").write_bytes(b"")
+    for _ in range(2):  # computed, then from the cache
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stats = fidfast.compute_stats(tmp_path / "d", skip_bad_images=True, **{**FAST, "cache": True})
+        messages = " ".join(str(w.message) for w in caught)
+        assert stats.n == 3 and "skipped 1 unreadable" in messages and "fewer than dims=64" in messages

@@ -135,13 +135,14 @@ def test_resize_normalize_native_equals_fallback(rng):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-def test_resize_normalize_public_moves_meta_to_device(rng):
+def test_resize_normalize_takes_meta_on_the_host_or_the_device(rng):
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in SHAPES[:5]]
     data, meta = _ops.pack_images(images)
-    out = _ops.resize_normalize(data.cuda(), meta, out_size=41)
-    assert out.is_cuda
     ref = _ops.resize_normalize(data, meta, out_size=41)
-    assert (out.cpu() - ref).abs().max() <= 1e-6
+    for meta_here in (meta, meta.pin_memory(), meta.cuda()):
+        out = _ops.resize_normalize(data.cuda(), meta_here, out_size=41)
+        assert out.is_cuda
+        assert (out.cpu() - ref).abs().max() <= 1e-6
 
 
 def test_pack_images_layout(rng):

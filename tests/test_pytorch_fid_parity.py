@@ -59,6 +59,9 @@ def test_fid_dims2048_equals_pytorch_fid(image_dirs, pytorch_fid_weights):
         assert stats.n == 12
         assert rel(stats.mu, mu) < 1e-5
         assert rel(stats.sigma, sigma) < 1e-5
+    # The drop-in function itself, on a folder (and on a statistics file, below).
+    mu, sigma = fid_score.compute_statistics_of_path(str(image_dirs[0]), fid_score.InceptionV3([3]), 6, 2048, "cpu", 0)
+    assert rel(mu, theirs[0][0]) < 1e-5 and rel(sigma, theirs[0][1]) < 1e-5
     fid_theirs = reference_fid(*theirs[0], *theirs[1])
     fid_ours = fidfast.frechet_distance(ours[0].mu, ours[0].sigma, ours[1].mu, ours[1].sigma)
     assert fid_ours > 1.0

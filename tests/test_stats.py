@@ -1,4 +1,7 @@
 """Streaming statistics: float64 accuracy against np.cov, exact merging, and the .npz files."""
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +76,7 @@ def test_pytorch_fid_file_has_no_count_and_cannot_merge(rng, tmp_path):
         FeatureStats.merge([loaded, loaded])
 
 
-@pytest.mark.parametrize("content", ["no_sigma", "object", "nan", "shape", "garbage"])
+@pytest.mark.parametrize("content", ["no_sigma", "object", "nan", "shape", "garbage", "n_array", "n_one"])
 def test_bad_statistics_files(rng, tmp_path, content):
     path = tmp_path / "bad.npz"
     if content == "no_sigma":
@@ -84,7 +87,23 @@ def test_bad_statistics_files(rng, tmp_path, content):
         np.savez(path, mu=np.array([np.nan, 1.0]), sigma=np.eye(2))
     elif content == "shape":
         np.savez(path, mu=rng.normal(size=3), sigma=np.eye(4))
+    elif content == "n_array":
+        np.savez(path, mu=rng.normal(size=2), sigma=np.eye(2), n=np.array([1, 2]))
+    elif content == "n_one":
+        np.savez(path, mu=rng.normal(size=2), sigma=np.eye(2), n=np.int64(1))
     else:
         path.write_bytes(b"not a zip at all")
     with pytest.raises(FidfastError, match="bad.npz"):
         FeatureStats.load(path)
+
+
+def test_saved_file_is_named_as_np_savez_names_it_and_readable_by_others(rng, tmp_path):
+    x = rng.normal(size=(10, 3))
+    old = os.umask(0o022)
+    try:
+        written = stream(x, 4).save(tmp_path / "ref")
+    finally:
+        os.umask(old)
+    assert written == tmp_path / "ref.npz"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644  # as np.savez under this umask, not mkstemp's 0600
+    assert FeatureStats.load(written).n == 10

@@ -79,14 +79,17 @@ at::Tensor resize_normalize_cuda(
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
-  TORCH_CHECK(data.is_cuda() && meta.device() == data.device(),
-              "resize_normalize: data and meta must be on the same CUDA device, got ", data.device(), " and ",
-              meta.device());
-  // The bounds check needs meta on the host: a few bytes per image, and it keeps the kernel
-  // from reading outside `data`.
-  check_resize_normalize_args(data, meta.cpu(), out_size, dtype);
+  TORCH_CHECK(data.is_cuda() && (meta.is_cpu() || meta.device() == data.device()),
+              "resize_normalize: data must be on a CUDA device and meta on the CPU or the same device, got ",
+              data.device(), " and ", meta.device());
+  // The bounds check, which keeps the kernel from reading outside `data`, needs meta on the host.
+  // Given there (pinned, as the loader leaves it), it is checked before its copy to the device
+  // starts; given on the device, .cpu() waits for all work queued before it.
+  const at::Tensor meta_host = meta.is_cpu() ? meta.contiguous() : meta.cpu();
+  check_resize_normalize_args(data, meta_host, out_size, dtype);
   c10::cuda::CUDAGuard guard(data.device());
-  const at::Tensor meta_c = meta.contiguous();
+  const at::Tensor meta_c =
+      meta.is_cpu() ? meta_host.to(data.device(), at::kLong, /*non_blocking=*/true) : meta.contiguous();
   at::Tensor out = at::empty(
       {meta_c.size(0), 3, out_size, out_size},
       data.options().dtype(dtype),
