@@ -146,8 +146,8 @@ def iter_features(opened: Union[ImageInput, ArrayInput], cfg: RunConfig) -> Iter
     total = len(opened.refs) if isinstance(opened, ImageInput) else opened.total
     bar = Progress(f"fidfast {opened.label}", total, cfg.progress)
     for batch, n, bad in iter_model_inputs(opened, cfg):
-        bar.update(n + bad)
         if n == 0:
+            bar.update(bad)
             yield torch.empty(0, cfg.dims, device=cfg.device), bad
             continue
         # Entered per batch, not across the yield, so the caller's code between batches is unaffected.
@@ -155,6 +155,7 @@ def iter_features(opened: Union[ImageInput, ArrayInput], cfg: RunConfig) -> Iter
         with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
                                                                 allow_tf32=cfg.precision != "fp32"):
             features = model(preprocess(batch, cfg))
+        bar.update(n + bad)  # after the network: counted when done, not when decoded
         yield features, bad
     bar.close()
 
