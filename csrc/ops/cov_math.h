@@ -43,6 +43,12 @@ C10_HOST_DEVICE inline double merged_mean(double mean_i, double other_mean_i, co
   return w.empty ? other_mean_i : mean_i + (other_mean_i - mean_i) * w.frac;
 }
 
+// The other state as the merge may read it: a state merged into itself must be read from a copy,
+// since the merge writes while it reads.
+inline at::Tensor readable_while_writing(const at::Tensor& other, const at::Tensor& written) {
+  return other.is_alias_of(written) ? other.clone() : other.contiguous();
+}
+
 // Host-side checks of a (mean, comoment, n) state, shared by both kernels.
 inline void check_cov_state(const char* op, const at::Tensor& mean, const at::Tensor& comoment, int64_t n) {
   TORCH_CHECK(mean.scalar_type() == at::kDouble && comoment.scalar_type() == at::kDouble, op,

@@ -95,10 +95,7 @@ void cov_merge_cpu(
   if (other_n == 0) {
     return;
   }
-  // A state merged into itself must be read from a copy: the merge writes while it reads.
-  merge(mean, comoment, n,
-        other_mean.is_alias_of(mean) ? other_mean.clone() : other_mean.contiguous(),
-        other_comoment.is_alias_of(comoment) ? other_comoment.clone() : other_comoment.contiguous(),
+  merge(mean, comoment, n, readable_while_writing(other_mean, mean), readable_while_writing(other_comoment, comoment),
         other_n);
 }
 
