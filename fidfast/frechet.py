@@ -2,8 +2,9 @@
 
 Only tr √(Σ₁Σ₂) is hard. Σ₁Σ₂ is not symmetric, but with any factor Σ₁ = B Bᵀ it is similar to the
 symmetric PSD matrix Bᵀ Σ₂ B, whose eigenvalues are real and non-negative: tr √(Σ₁Σ₂) = Σ √λᵢ(Bᵀ Σ₂ B).
-That needs one factorisation and one symmetric eigenvalue solve — 13× faster than scipy's sqrtm
-at d = 2048 on 2 cores (benchmarks/results/ops_cpu.md), finite when N < d (where sqrtm fails with "imaginary component"), and equal to it to ~1e-10.
+That needs one factorisation and one symmetric eigenvalue solve — 13× faster than scipy's sqrtm at
+d = 2048 on 2 cores (benchmarks/results/ops_cpu.md), finite when N < d (where sqrtm fails with
+"imaginary component"), and equal to it to ~1e-10.
 
 Methods: ``cholesky`` (B = Cholesky factor; falls back to ``eigh`` when Σ₁ is singular), ``eigh``
 (B = V √Λ), ``newton_schulz`` (fidfast's native iteration, no eigen solver), ``scipy`` (pytorch-fid's
