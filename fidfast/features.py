@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from fidfast.errors import FidfastError
 from fidfast import inception
+from fidfast.errors import FidfastError
 from fidfast.inception import FIDInception3, InceptionV3
 from fidfast.weights import atomic_save, cache_dir, cache_is_valid, resolve_weights
 

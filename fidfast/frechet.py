@@ -118,8 +118,11 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     else:
         tr_covmean = trace_sqrt_from_factor(covariance_factor(s1, "eigh" if method == "eigh" else "cholesky"), s2)
     diff = m1 - m2
-    scale = float(diff @ diff + torch.trace(s1) + torch.trace(s2))
-    fid = scale - 2.0 * tr_covmean
-    # Equal statistics give a tiny negative by rounding; a distance is never below zero. A larger
-    # negative would mean invalid input (not PSD) and is returned as it is.
-    return 0.0 if -1e-12 * scale <= fid < 0.0 else fid
+    return fid_from_terms(float(diff @ diff + torch.trace(s1) + torch.trace(s2)), tr_covmean)
+
+
+def fid_from_terms(sum_of_squares_and_traces: float, trace_sqrt: float) -> float:
+    """‖μ₁−μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂). Equal statistics give a tiny negative by rounding, and a
+    distance is never below zero; a larger negative would mean invalid input (not PSD) and is kept."""
+    fid = sum_of_squares_and_traces - 2.0 * trace_sqrt
+    return 0.0 if -1e-12 * sum_of_squares_and_traces <= fid < 0.0 else fid

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fidfast.errors import FidfastError
-from fidfast.frechet import covariance_factor, frechet_distance, trace_sqrt_from_factor
+from fidfast.frechet import covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
 from fidfast.pipeline import RunConfig, features_of, stats_of, stats_of_pair
 from fidfast.sources import Source
 from fidfast.stats import FeatureStats
@@ -60,8 +60,8 @@ class FID:
         if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(cov).all())):
             raise FidfastError("the samples' statistics hold non-finite values")
         diff = self._mu - mu
-        return float(diff @ diff) + self._trace + float(torch.trace(cov)) - 2.0 * trace_sqrt_from_factor(
-            self._factor, cov)
+        return fid_from_terms(float(diff @ diff) + self._trace + float(torch.trace(cov)),
+                              trace_sqrt_from_factor(self._factor, cov))
 
 
 def calculate_fid(a: Source, b: Source, method: str = "auto", recursive: bool = False, **kwargs) -> float:
