@@ -61,7 +61,7 @@ def test_near_identical_distributions(rng, method):
     mu1, s1 = moments(rng, 2000, d)
     mu2, s2 = mu1 + 1e-3 * rng.normal(size=d), s1 * (1 + 1e-3)
     fid = frechet_distance(mu1, s1, mu2, s2, method=method)
-    assert rel(fid, reference_fid(mu1, s1, mu2, s2)) < 1e-6
+    assert rel(fid, reference_fid(mu1, s1, mu2, s2)) < 1e-7  # issue #3's bound
 
 
 def test_identical_statistics_give_zero(rng):
