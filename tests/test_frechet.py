@@ -95,3 +95,13 @@ def test_bad_statistics_are_clear_errors(rng, bad):
         kwargs["method"] = "sqrtm"
     with pytest.raises(FidfastError):
         frechet_distance(mu1, s1, mu2, s2, **kwargs)
+
+
+def test_rank_deficient_at_full_size(rng):
+    """Issue #3's case: N = 300 images at d = 2048 (Newton–Schulz on singular input), ≤ 1e-6."""
+    d = 2048
+    mu1, s1 = moments(rng, 300, d)
+    mu2, s2 = moments(rng, 300, d, scale=1.2)
+    reference = reference_fid(mu1, s1, mu2, s2)
+    for method in ("auto", "newton_schulz"):
+        assert rel(frechet_distance(mu1, s1, mu2, s2, method=method), reference) <= 1e-6, method
