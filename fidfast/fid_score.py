@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,10 +45,13 @@ class ImagePathDataset(torch.utils.data.Dataset):
         return img
 
 
-def _config(model, batch_size: int, dims: int, device, num_workers: int) -> RunConfig:
+def _config(model, batch_size: int, dims: int, device, num_workers: int, progress: Optional[bool] = False
+            ) -> RunConfig:
+    """fp32 (pytorch-fid's numbers), with the model's weights when it names some; ``progress`` as for
+    :func:`fidfast.compute_stats` (the whole-path functions show it on a terminal, as pytorch-fid does)."""
     weights = getattr(model, "weights", None)
     return RunConfig.make(dims=dims, device=device, precision="fp32", weights=weights, batch_size=batch_size,
-                          num_workers=num_workers, progress=False)
+                          num_workers=num_workers, progress=progress)
 
 
 def _is_standard(model) -> bool:
@@ -109,17 +112,12 @@ def compute_statistics_of_path(path, model, batch_size, dims, device, num_worker
     return calculate_activation_statistics(opened.refs, model, batch_size, dims, device, num_workers)
 
 
-def _config_for(batch_size, device, dims, num_workers) -> RunConfig:
-    return RunConfig.make(dims=dims, device=device, precision="fp32", batch_size=batch_size,
-                          num_workers=num_workers, progress=None)
-
-
 def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dims: int, num_workers: int = 1) -> float:
     """FID between two folders of images or .npz statistics files (fp32, pytorch-fid's numbers)."""
     for p in paths:
         if not os.path.exists(p):
             raise FidfastError(f"Invalid path: {p}")
-    s1, s2 = stats_of_pair(*paths, _config_for(batch_size, device, dims, num_workers))
+    s1, s2 = stats_of_pair(*paths, _config(None, batch_size, dims, device, num_workers, progress=None))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance)
 
 
@@ -129,4 +127,4 @@ def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num
         raise FidfastError(f"Invalid path: {paths[0]}")
     if os.path.exists(paths[1]):
         raise FidfastError(f"Existing output file: {paths[1]}")
-    stats_of(paths[0], _config_for(batch_size, device, dims, num_workers)).save(paths[1])
+    stats_of(paths[0], _config(None, batch_size, dims, device, num_workers, progress=None)).save(paths[1])

@@ -203,10 +203,7 @@ def stats_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Featur
     """Statistics of any input (:mod:`fidfast.sources`); image files go through the statistics cache."""
     opened = open_source(samples, recursive)
     if isinstance(opened, FeatureStats):
-        if opened.dims != cfg.dims:
-            raise FidfastError(f"{opened.path or 'statistics'}: statistics have dims {opened.dims}, but "
-                               f"dims={cfg.dims} was asked for")
-        return opened
+        return _check_dims(opened, cfg)
     key = _cache_key(opened, cfg) if isinstance(opened, ImageInput) else None
     if key is not None:
         hit = cache.load(key)
@@ -232,8 +229,15 @@ def stats_of_pair(a: Source, b: Source, cfg: RunConfig, recursive: bool = False
         return first, second
     for opened in (first, second):
         if isinstance(opened, FeatureStats):
-            stats_of(opened, cfg)
+            _check_dims(opened, cfg)
     return stats_of(first, cfg, recursive), stats_of(second, cfg, recursive)
+
+
+def _check_dims(stats: FeatureStats, cfg: RunConfig) -> FeatureStats:
+    if stats.dims != cfg.dims:
+        raise FidfastError(f"{stats.path or 'statistics'}: statistics have dims {stats.dims}, but dims={cfg.dims} "
+                           "was asked for")
+    return stats
 
 
 def features_of(samples: Source, cfg: RunConfig, recursive: bool = False) -> Tuple[FeatureStats, torch.Tensor]:
