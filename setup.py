@@ -17,7 +17,14 @@ if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH") and Path(
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
 from setuptools import find_packages, setup  # noqa: E402
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+try:
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError:
+    # pip's default build isolation hides the installed torch, and the extension must be built
+    # against the torch it will run with: say so in one line instead of a traceback.
+    sys.exit("fidfast: the build needs the installed PyTorch; install torch first, then "
+             "`pip install --no-build-isolation .` (pip's default isolated build cannot see it)")
 
 ROOT = Path(__file__).resolve().parent
 

@@ -1,8 +1,10 @@
 """fidfast: a fast, pytorch-fid-compatible Fréchet Inception Distance.
 
-Five stages, each its own module: decode (:mod:`fidfast.decode`) → preprocess (the ``resize_normalize``
-op, :mod:`fidfast._ops`) → Inception (:mod:`fidfast.features`) → statistics (:mod:`fidfast.stats`) →
-Fréchet distance (:mod:`fidfast.frechet`); :mod:`fidfast.pipeline` runs the first four.
+Five stages, each one module: sources and decode (:mod:`fidfast.sources`, :mod:`fidfast.decode`) →
+preprocess (:mod:`fidfast.preprocess`) → Inception (:mod:`fidfast.features`, network definition in
+:mod:`fidfast.network`, weights in :mod:`fidfast.weights`) → statistics (:mod:`fidfast.stats`) →
+Fréchet distance (:mod:`fidfast.frechet`). :mod:`fidfast.pipeline` runs the first four for one input
+with the :class:`Settings` built at the API edge.
 
 Drop-in: ``from fidfast import fid_score`` replaces ``from pytorch_fid import fid_score``.
 """
@@ -10,26 +12,26 @@ from __future__ import annotations
 
 from typing import Optional
 
-__version__ = "0.1.0"
+import torch
 
-from fidfast import fid_score, inception  # noqa: E402  (drop-in modules)
-from fidfast.errors import FidfastError  # noqa: E402
-from fidfast.frechet import frechet_distance  # noqa: E402
-from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance  # noqa: E402
-from fidfast.pipeline import compute_stats  # noqa: E402
-from fidfast.stats import FeatureStats  # noqa: E402
+from fidfast import fid_score, inception, native
+from fidfast.errors import FidfastError
+from fidfast.frechet import frechet_distance
+from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance
+from fidfast.pipeline import compute_stats
+from fidfast.settings import Settings
+from fidfast.stats import FeatureStats
+from fidfast.version import __version__
+from fidfast.weights import resolve_weights
 
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
-           "FeatureStats", "FID", "calculate_fid", "calculate_kid", "kernel_inception_distance", "backend_info"]
+           "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid", "kernel_inception_distance",
+           "backend_info"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:
-    """Which code paths run here: native ops (CPU/CUDA), CUDA availability, registered ops, weights file."""
-    import torch
-
-    from fidfast import _ops
-    from fidfast.weights import resolve_weights
-
+    """Which code paths run here: native ops (CPU/CUDA) or why not, CUDA availability, registered ops,
+    weights file."""
     try:
         resolved = resolve_weights(weights, download=False)
         weights_path, weights_source = resolved.path, resolved.source
@@ -38,10 +40,11 @@ def backend_info(weights: Optional[str] = None) -> dict:
     return {
         "version": __version__,
         "torch": torch.__version__,
-        "native_cpu": _ops.NATIVE,
-        "native_cuda": _ops.native_cuda(),
+        "native_cpu": native.LOADED,
+        "native_cuda": native.cuda_compiled(),
+        "native_error": native.reason(),
         "cuda_available": torch.cuda.is_available(),
-        "ops": _ops.op_names(),
+        "ops": native.op_names(),
         "torchscript": hasattr(torch, "jit"),
         "weights": weights_path,
         "weights_source": weights_source,

@@ -1,107 +1,30 @@
-"""The decode stage: find images (folders, file lists, zip and tar archives) and decode them to uint8.
+"""The decode stage: image files and archive members → uint8 pixels, packed batch by batch.
 
-Images stay uint8 H×W×3 until the preprocess stage (4× fewer bytes through the loader than float
-tensors); the images of one batch, of any mix of sizes, are packed into one flat buffer plus an
-(offset, H, W, C) table, which the ``resize_normalize`` op consumes in one launch.
-
-Modes follow PIL's ``convert('RGB')`` (pytorch-fid's), except 16-bit greyscale, which is scaled to 8 bits
+Worker processes decode with PIL and pack each batch (:func:`fidfast.preprocess.pack`), so the main
+process receives one buffer per batch. Images stay uint8 H×W×3 until the preprocess stage. Modes follow
+PIL's ``convert('RGB')`` (pytorch-fid's), except 16-bit greyscale, which is scaled to 8 bits
 (pytorch-fid's convert clips it to 255, silently wrong).
 """
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-from fidfast import _ops
 from fidfast.errors import FidfastError
+from fidfast.preprocess import PackedBatch, pack
+from fidfast.settings import Settings
+from fidfast.sources import ImageRef, ref_name
 
-IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"}
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-FILE_LIST_SUFFIXES = (".txt", ".lst")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
-# One image: a file, or a member of an archive (archive path, member name).
-ImageRef = Union[Path, Tuple[Path, str]]
 Decoded = Tuple[Optional[np.ndarray], str, Optional[str]]  # (image or None, name, error or None)
-
-
-def is_image_file(path: Union[str, Path]) -> bool:
-    """By extension, case-insensitively (pytorch-fid misses ``.JPG`` on Linux)."""
-    return Path(path).suffix[1:].lower() in IMAGE_EXTENSIONS
-
-
-def is_archive(path: Path) -> bool:
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def ref_name(ref: ImageRef) -> str:
-    return f"{ref[0]}:{ref[1]}" if isinstance(ref, tuple) else str(ref)
-
-
-def _no_images(what: Path, hint: str = "") -> FidfastError:
-    return FidfastError(f"{what}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
-
-
-def list_image_files(path: Union[str, Path], recursive: bool = False) -> List[Path]:
-    """Sorted image files in a folder (top level unless ``recursive``)."""
-    root = Path(path)
-    pattern = "**/*" if recursive else "*"
-    # A broken link is listed (and then reported as unreadable), not silently left out.
-    files = sorted(p for p in root.glob(pattern) if (p.is_file() or (p.is_symlink() and not p.exists()))
-                   and is_image_file(p))
-    if not files:
-        hint = " in this folder"
-        if not recursive and any(is_image_file(p) for p in root.glob("**/*") if p.is_file()):
-            hint += "; its subfolders have some: add --recursive"
-        raise _no_images(root, hint)
-    return files
-
-
-def read_file_list(path: Union[str, Path]) -> List[Path]:
-    """Image paths from a text file, one per line (relative to the list's folder; '#' lines skipped)."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FidfastError(f"{path}: cannot read file list ({exc})") from None
-    files = []
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        file = (path.parent / line).resolve() if not os.path.isabs(line) else Path(line)
-        if not file.is_file():
-            raise FidfastError(f"{path}:{number}: no such image file: {line}")
-        files.append(file)
-    if not files:
-        raise FidfastError(f"{path}: the file list names no images")
-    return files
-
-
-def list_archive(path: Union[str, Path]) -> List[Tuple[Path, str]]:
-    """Image members (any depth) of a zip or tar archive, sorted by name."""
-    path = Path(path)
-    try:
-        if path.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(path) as z:
-                names = [i.filename for i in z.infolist() if not i.is_dir()]
-        else:
-            with tarfile.open(path) as t:
-                names = [m.name for m in t.getmembers() if m.isfile()]
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise FidfastError(f"{path}: cannot read archive ({exc.__class__.__name__}: {exc})") from None
-    members = sorted(n for n in names if is_image_file(n) and not Path(n).name.startswith("._"))
-    if not members:
-        raise _no_images(path, " in this archive")
-    return [(path, m) for m in members]
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -185,31 +108,10 @@ class TarImages(torch.utils.data.IterableDataset):
                 index += 1
 
 
-class DecodedBatch:
-    """One packed ragged batch: ``data`` (flat uint8), ``meta`` (n×4 int64) and the images that failed."""
-
-    def __init__(self, data: torch.Tensor, meta: torch.Tensor, bad: List[Tuple[str, str]]) -> None:
-        self.data, self.meta, self.bad = data, meta, bad
-
-    def __len__(self) -> int:
-        return int(self.meta.shape[0])
-
-    def pin_memory(self) -> "DecodedBatch":  # called by DataLoader(pin_memory=True)
-        return DecodedBatch(self.data.pin_memory(), self.meta.pin_memory(), self.bad)
-
-
-def pack_batch(images: Sequence[np.ndarray], bad: List[Tuple[str, str]]) -> DecodedBatch:
-    if images:
-        data, meta = _ops.pack_images(images)
-    else:
-        data, meta = torch.empty(0, dtype=torch.uint8), torch.empty(0, 4, dtype=torch.int64)
-    return DecodedBatch(data, meta, bad)
-
-
-def collate_decoded(items: Sequence[Decoded]) -> DecodedBatch:
+def collate(items: Sequence[Decoded]) -> PackedBatch:
     """Pack the decoded images of one batch (in the worker, so the main process gets one buffer)."""
-    return pack_batch([img for img, _, _ in items if img is not None],
-                      [(name, err) for img, name, err in items if img is None])
+    return pack([img for img, _, _ in items if img is not None],
+                [(name, err) for img, name, err in items if img is None])
 
 
 def dataset_for(refs: Sequence[ImageRef]) -> torch.utils.data.Dataset:
@@ -219,9 +121,16 @@ def dataset_for(refs: Sequence[ImageRef]) -> torch.utils.data.Dataset:
     return ImageDataset(refs)
 
 
-def default_num_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return min(8, cpus)
+def iter_decoded(refs: Sequence[ImageRef], settings: Settings) -> Iterator[PackedBatch]:
+    """Decoded, packed batches of ``refs`` in order, ``settings.batch_size`` images each, decoded by
+    ``settings.num_workers`` processes (0: this one), pinned for a copy to a CUDA device. A bad image
+    raises :class:`FidfastError` naming it, unless ``settings.skip_bad_images``: then each batch carries
+    its bad images in ``.bad``."""
+    workers = settings.num_workers
+    loader = torch.utils.data.DataLoader(
+        dataset_for(refs), batch_size=settings.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+        pin_memory=settings.device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
+    for batch in loader:
+        if batch.bad and not settings.skip_bad_images:
+            raise FidfastError(f"{batch.bad[0][1]} (pass --skip-bad-images to skip such files)")
+        yield batch

@@ -1,26 +1,37 @@
-"""Drop-in replacement for ``pytorch_fid.fid_score``: same names, arguments, defaults and return types.
+"""Drop-in replacement for ``pytorch_fid.fid_score``: same names, arguments, defaults, return types and
+call chain (``calculate_fid_given_paths`` → ``compute_statistics_of_path`` →
+``calculate_activation_statistics`` → ``get_activations``), each using the model it is given.
 
-``from fidfast import fid_score`` is the whole migration. These functions compute in fp32, so they give
-pytorch-fid's numbers; they run fidfast's pipeline (uint8 loader, fused preprocessing, compiled Inception,
-streaming statistics) and its Fréchet distance, which does not fail when there are fewer images than dims.
+A fidfast ``InceptionV3`` that still holds its FID weights and resizes and normalises its input (the one
+``calculate_fid_given_paths`` builds) computes the same function as fidfast's compiled pipeline, which
+then runs in its place, in fp32: pytorch-fid's numbers, with fidfast's uint8 loader, fused
+preprocessing and streaming statistics. Any other model (changed weights, other output blocks,
+pytorch-fid's own, a mock) is called as pytorch-fid calls it: float [0, 1] batches in, ``model(batch)[0]``
+out, averaged to 1×1 if it is larger. These functions compute in this process only: inside a process
+group they neither shard nor communicate. The Fréchet distance is fidfast's, which does not fail when
+there are fewer images than dims.
 """
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.nn.functional import adaptive_avg_pool2d
 
-from fidfast.decode import IMAGE_EXTENSIONS, decode_image
+from fidfast import distributed, pipeline
+from fidfast.decode import decode_image, iter_decoded
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
 from fidfast.inception import InceptionV3
-from fidfast.pipeline import RunConfig, iter_features, stats_of, stats_of_pair
-from fidfast.sources import ImageInput, open_source
+from fidfast.network import BLOCK_INDEX_BY_DIM
+from fidfast.preprocess import to_unit, unpack
+from fidfast.progress import Progress
+from fidfast.settings import Settings, resolve_device
+from fidfast.sources import IMAGE_EXTENSIONS, ImageFiles, open_source
 from fidfast.stats import FeatureStats
 
 __all__ = ["IMAGE_EXTENSIONS", "ImagePathDataset", "get_activations", "calculate_frechet_distance",
@@ -45,41 +56,47 @@ class ImagePathDataset(torch.utils.data.Dataset):
         return img
 
 
-def _config(model, batch_size: int, dims: int, device, num_workers: int, progress: Optional[bool] = False
-            ) -> RunConfig:
-    """fp32 (pytorch-fid's numbers), with the model's weights when it names some; ``progress`` as for
-    :func:`fidfast.compute_stats` (the whole-path functions show it on a terminal, as pytorch-fid does)."""
-    weights = getattr(model, "weights", None)
-    return RunConfig.make(dims=dims, device=device, precision="fp32", weights=weights, batch_size=batch_size,
-                          num_workers=num_workers, progress=progress)
+def _settings(batch_size: int, dims: int, device, num_workers: int, model=None) -> Settings:
+    """fp32 settings for the pipeline, with the weights of ``model`` (a fidfast InceptionV3) if given."""
+    return Settings(dims=dims, device=device, precision="fp32", batch_size=batch_size, num_workers=num_workers,
+                    weights=getattr(model, "weights", None))
 
 
-def _is_standard(model) -> bool:
-    """A fidfast InceptionV3 that resizes and normalises its input: fidfast's fast path computes the same."""
-    return isinstance(model, InceptionV3) and model.resize_input and model.normalize_input
+def _is_the_pipeline(model, dims: int) -> bool:
+    """True when ``model`` computes exactly what fidfast's pipeline computes for ``dims``."""
+    return (isinstance(model, InceptionV3) and model.resize_input and model.normalize_input
+            and model.output_blocks[0] == BLOCK_INDEX_BY_DIM.get(dims) and model.holds_weights())
+
+
+def _image_files(files) -> ImageFiles:
+    return ImageFiles([pathlib.Path(f) for f in files], f"{len(files)} files")
 
 
 def get_activations(files, model, batch_size=50, dims=2048, device="cpu", num_workers=1) -> np.ndarray:
     """Pool features of every image: float64 ndarray (len(files), dims), in file order."""
-    if _is_standard(model) or model is None:
-        cfg = _config(model, batch_size, dims, device, num_workers)
-        opened = ImageInput([pathlib.Path(f) for f in files], f"{len(files)} files")
-        chunks = [f.double().cpu() for f, _ in iter_features(opened, cfg)]
-        return torch.cat(chunks).numpy() if chunks else np.empty((0, dims))
-    # Any other model is called as pytorch-fid calls it: [0, 1] float batches, its own resize/normalise.
     model.eval()
+    if _is_the_pipeline(model, dims):
+        settings = _settings(batch_size, dims, device, num_workers, model)
+        chunks = [f.double().cpu() for f, _ in pipeline.iter_features(_image_files(files), settings)]
+        return torch.cat(chunks).numpy() if chunks else np.empty((0, dims))
+    # The model as pytorch-fid calls it: [0, 1] float batches, its own resize and normalisation.
+    settings = Settings(device=device, precision="fp32", batch_size=batch_size, num_workers=num_workers)
     pred_arr = np.empty((len(files), dims))
     start = 0
-    for i in range(0, len(files), batch_size):
-        batch = torch.stack([torch.from_numpy(decode_image(f)).permute(2, 0, 1).float() / 255
-                             for f in files[i:i + batch_size]]).to(device)
-        with torch.no_grad():
-            pred = model(batch)[0]
-        if pred.size(2) != 1 or pred.size(3) != 1:
-            pred = adaptive_avg_pool2d(pred, output_size=(1, 1))
-        pred = pred.squeeze(3).squeeze(2).cpu().numpy()
-        pred_arr[start:start + pred.shape[0]] = pred
-        start += pred.shape[0]
+    bar = Progress(f"fidfast {len(files)} files", len(files), settings.progress)
+    for batch in iter_decoded(_image_files(files).refs, settings):
+        images = [to_unit(img) for img in unpack(batch)]
+        same_size = len({img.shape for img in images}) == 1
+        for x in [torch.stack(images)] if same_size else [img[None] for img in images]:  # as at batch size 1
+            with torch.no_grad():
+                pred = model(x.to(settings.device))[0]
+            if pred.size(2) != 1 or pred.size(3) != 1:
+                pred = adaptive_avg_pool2d(pred, output_size=(1, 1))
+            pred = pred.squeeze(3).squeeze(2).cpu().numpy()
+            pred_arr[start:start + pred.shape[0]] = pred
+            start += pred.shape[0]
+        bar.update(len(batch))
+    bar.close()
     return pred_arr
 
 
@@ -92,8 +109,9 @@ def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6) -> float:
 def calculate_activation_statistics(files, model, batch_size=50, dims=2048, device="cpu",
                                     num_workers=1) -> Tuple[np.ndarray, np.ndarray]:
     """(mu (dims,), sigma (dims, dims)) of the images' features, float64."""
-    if _is_standard(model):
-        stats = stats_of([pathlib.Path(f) for f in files], _config(model, batch_size, dims, device, num_workers))
+    if _is_the_pipeline(model, dims):
+        with distributed.single_process():
+            stats = pipeline.statistics(_image_files(files), _settings(batch_size, dims, device, num_workers, model))
         return stats.mu, stats.sigma
     act = get_activations(files, model, batch_size, dims, device, num_workers)
     return np.mean(act, axis=0), np.cov(act, rowvar=False)
@@ -104,10 +122,11 @@ def compute_statistics_of_path(path, model, batch_size, dims, device, num_worker
     opened = open_source(path)
     if isinstance(opened, FeatureStats):
         return opened.mu, opened.sigma
-    if _is_standard(model):
-        stats = stats_of(opened, _config(model, batch_size, dims, device, num_workers))
+    if _is_the_pipeline(model, dims):
+        with distributed.single_process():
+            stats = pipeline.statistics(opened, _settings(batch_size, dims, device, num_workers, model))
         return stats.mu, stats.sigma
-    if not isinstance(opened, ImageInput) or any(isinstance(ref, tuple) for ref in opened.refs):
+    if not isinstance(opened, ImageFiles) or any(isinstance(ref, tuple) for ref in opened.refs):
         raise FidfastError(f"{path}: a model other than fidfast's InceptionV3 reads image files, not archives")
     return calculate_activation_statistics(opened.refs, model, batch_size, dims, device, num_workers)
 
@@ -117,8 +136,12 @@ def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dim
     for p in paths:
         if not os.path.exists(p):
             raise FidfastError(f"Invalid path: {p}")
-    s1, s2 = stats_of_pair(*paths, _config(None, batch_size, dims, device, num_workers, progress=None))
-    return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance)
+    if dims not in BLOCK_INDEX_BY_DIM:
+        raise FidfastError(f"dims must be one of {', '.join(map(str, BLOCK_INDEX_BY_DIM))}, got {dims!r}")
+    model = InceptionV3([BLOCK_INDEX_BY_DIM[dims]]).to(resolve_device(device))
+    m1, s1 = compute_statistics_of_path(paths[0], model, batch_size, dims, device, num_workers)
+    m2, s2 = compute_statistics_of_path(paths[1], model, batch_size, dims, device, num_workers)
+    return calculate_frechet_distance(m1, s1, m2, s2)
 
 
 def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num_workers: int = 1) -> None:
@@ -127,4 +150,6 @@ def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num
         raise FidfastError(f"Invalid path: {paths[0]}")
     if os.path.exists(paths[1]):
         raise FidfastError(f"Existing output file: {paths[1]}")
-    stats_of(paths[0], _config(None, batch_size, dims, device, num_workers, progress=None)).save(paths[1])
+    with distributed.single_process():
+        stats = pipeline.statistics(paths[0], _settings(batch_size, dims, device, num_workers))
+    stats.save(paths[1])

@@ -1,191 +1,36 @@
-"""The FID Inception v3 network, a drop-in for ``pytorch_fid.inception``.
+"""Drop-in replacement for ``pytorch_fid.inception``: ``InceptionV3``, ``fid_inception_v3`` and friends.
 
-The TF 2015-12-05 graph as pytorch-fid defines it, written out here (no torchvision dependency) so that
-it scripts with TorchScript: batch norm eps 1e-3, FIDInceptionA/C/E_1 average-pool with
-``count_include_pad=False``, and Mixed_7c's pool branch is a 3×3 stride-1 max pool. Module names match
-pytorch-fid's, so its state dict loads unchanged.
+The network itself is :mod:`fidfast.network`; this module loads the FID weights into it (resolved as
+:mod:`fidfast.weights` says, offline first) and, in ``InceptionV3.forward``, resizes and normalises as
+pytorch-fid does, with :mod:`fidfast.preprocess`'s reference functions for pytorch-fid's protocol (plain
+functions, so that the model scripts with TorchScript).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fidfast.weights import FID_WEIGHTS_URL, load_inception_state_dict  # noqa: F401  (re-exported as in pytorch-fid)
+from fidfast.network import (  # noqa: F401
+    BLOCK_INDEX_BY_DIM,
+    FIDInception3,
+    FIDInceptionA,
+    FIDInceptionC,
+    FIDInceptionE_1,
+    FIDInceptionE_2,
+)
+from fidfast.preprocess import interpolate_bilinear, two_x_minus_one
+from fidfast.weights import FID_WEIGHTS_URL, Weights, resolve_weights
 
 __all__ = ["InceptionV3", "fid_inception_v3", "FIDInceptionA", "FIDInceptionC", "FIDInceptionE_1",
            "FIDInceptionE_2", "FID_WEIGHTS_URL"]
 
 
-class BasicConv2d(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, **kwargs) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
-
-
-class FIDInceptionA(nn.Module):
-    def __init__(self, in_channels: int, pool_features: int) -> None:
-        super().__init__()
-        self.branch1x1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch5x5_1 = BasicConv2d(in_channels, 48, kernel_size=1)
-        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
-        self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        # TF's average pool ignores the zero padding.
-        branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        branch_pool = self.branch_pool(branch_pool)
-        return torch.cat([branch1x1, branch5x5, branch3x3dbl, branch_pool], 1)
-
-
-class InceptionB(nn.Module):
-    def __init__(self, in_channels: int) -> None:
-        super().__init__()
-        self.branch3x3 = BasicConv2d(in_channels, 384, kernel_size=3, stride=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch3x3 = self.branch3x3(x)
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        branch_pool = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([branch3x3, branch3x3dbl, branch_pool], 1)
-
-
-class FIDInceptionC(nn.Module):
-    def __init__(self, in_channels: int, channels_7x7: int) -> None:
-        super().__init__()
-        c7 = channels_7x7
-        self.branch1x1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch7x7_1 = BasicConv2d(in_channels, c7, kernel_size=1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7_3 = BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_1 = BasicConv2d(in_channels, c7, kernel_size=1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
-        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch1x1 = self.branch1x1(x)
-        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        branch7x7dbl = self.branch7x7dbl_1(x)
-        branch7x7dbl = self.branch7x7dbl_3(self.branch7x7dbl_2(branch7x7dbl))
-        branch7x7dbl = self.branch7x7dbl_5(self.branch7x7dbl_4(branch7x7dbl))
-        branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        branch_pool = self.branch_pool(branch_pool)
-        return torch.cat([branch1x1, branch7x7, branch7x7dbl, branch_pool], 1)
-
-
-class InceptionD(nn.Module):
-    def __init__(self, in_channels: int) -> None:
-        super().__init__()
-        self.branch3x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
-        self.branch7x7x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
-        branch7x7x3 = self.branch7x7x3_2(self.branch7x7x3_1(x))
-        branch7x7x3 = self.branch7x7x3_4(self.branch7x7x3_3(branch7x7x3))
-        branch_pool = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([branch3x3, branch7x7x3, branch_pool], 1)
-
-
-class _InceptionE(nn.Module):
-    """InceptionE with the pool branch left to the subclass (the two FID variants differ only there)."""
-
-    def __init__(self, in_channels: int) -> None:
-        super().__init__()
-        self.branch1x1 = BasicConv2d(in_channels, 320, kernel_size=1)
-        self.branch3x3_1 = BasicConv2d(in_channels, 384, kernel_size=1)
-        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 448, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch1x1 = self.branch1x1(x)
-        branch3x3 = self.branch3x3_1(x)
-        branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
-        branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
-        branch_pool = self.branch_pool(self.pool(x))
-        return torch.cat([branch1x1, branch3x3, branch3x3dbl, branch_pool], 1)
-
-
-class FIDInceptionE_1(_InceptionE):
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-class FIDInceptionE_2(_InceptionE):
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        # The TF graph max-pools here (a bug in the original that FID keeps).
-        return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-
-
-class FIDInception3(nn.Module):
-    """The FID Inception trunk with pytorch-fid's module names (no aux classifier, no fc)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
-        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
-        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
-        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
-        self.Mixed_5b = FIDInceptionA(192, pool_features=32)
-        self.Mixed_5c = FIDInceptionA(256, pool_features=64)
-        self.Mixed_5d = FIDInceptionA(288, pool_features=64)
-        self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
-        self.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
-        self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
-        self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
-        self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = FIDInceptionE_1(1280)
-        self.Mixed_7c = FIDInceptionE_2(2048)
-
-    def blocks(self, last_block: int) -> List[nn.Sequential]:
-        """The four output blocks of pytorch-fid (up to ``last_block``), sharing this trunk's modules."""
-        stages = [
-            [self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, nn.MaxPool2d(kernel_size=3, stride=2)],
-            [self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, nn.MaxPool2d(kernel_size=3, stride=2)],
-            [self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
-             self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e],
-            [self.Mixed_7a, self.Mixed_7b, self.Mixed_7c, nn.AdaptiveAvgPool2d(output_size=(1, 1))],
-        ]
-        return [nn.Sequential(*stage) for stage in stages[: last_block + 1]]
-
-
-def fid_inception_v3(weights: Optional[str] = None) -> FIDInception3:
+def fid_inception_v3(weights: Union[str, Weights, None] = None) -> FIDInception3:
     """The FID Inception trunk with the FID weights loaded (resolved as in :mod:`fidfast.weights`)."""
     net = FIDInception3()
-    net.load_state_dict(load_inception_state_dict(weights))
+    net.load_state_dict(resolve_weights(weights).state_dict())
     return net.eval()
 
 
@@ -193,26 +38,32 @@ class InceptionV3(nn.Module):
     """Pretrained InceptionV3 returning feature maps, as ``pytorch_fid.inception.InceptionV3``.
 
     ``forward`` takes float N×3×H×W in [0, 1] (any H, W) and returns one tensor per requested block:
-    N×64×73×73, N×192×35×35, N×768×17×17, N×2048×1×1 at 299×299 input.
+    N×64×73×73, N×192×35×35, N×768×17×17, N×2048×1×1 at 299×299 input. ``weights`` (fidfast's
+    addition) names the weights file; the resolved :class:`~fidfast.weights.Weights` is kept as
+    ``self.weights``.
     """
 
     DEFAULT_BLOCK_INDEX = 3
-    BLOCK_INDEX_BY_DIM = {64: 0, 192: 1, 768: 2, 2048: 3}
+    BLOCK_INDEX_BY_DIM = BLOCK_INDEX_BY_DIM
 
     def __init__(self, output_blocks: Sequence[int] = (DEFAULT_BLOCK_INDEX,), resize_input: bool = True,
                  normalize_input: bool = True, requires_grad: bool = False, use_fid_inception: bool = True,
-                 weights: Optional[str] = None) -> None:
+                 weights: Union[str, Weights, None] = None) -> None:
         super().__init__()
         if not use_fid_inception:
             raise ValueError("fidfast ships only the FID Inception weights: use_fid_inception=False is not "
                              "supported (torchvision's ImageNet Inception gives scores not comparable to FID)")
         self.resize_input = resize_input
         self.normalize_input = normalize_input
-        self.weights = weights
         self.output_blocks = sorted(output_blocks)
         self.last_needed_block = max(output_blocks)
         assert self.last_needed_block <= 3, "Last possible output block index is 3"
-        self.blocks = nn.ModuleList(fid_inception_v3(weights).blocks(self.last_needed_block))
+        self.weights = resolve_weights(weights)
+        trunk = fid_inception_v3(self.weights)
+        self.blocks = nn.ModuleList(trunk.blocks(self.last_needed_block))
+        # The trunk's name of each tensor of this model, so that holds_weights() can compare them.
+        names = {id(t): name for name, t in trunk.state_dict(keep_vars=True).items()}
+        self._trunk_names = [names[id(t)] for t in self.blocks.state_dict(keep_vars=True).values()]
         for param in self.parameters():
             param.requires_grad = requires_grad
 
@@ -220,12 +71,21 @@ class InceptionV3(nn.Module):
         outp: List[torch.Tensor] = []
         x = inp
         if self.resize_input:
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            x = interpolate_bilinear(x)
         if self.normalize_input:
-            x = 2 * x - 1
+            x = two_x_minus_one(x)
         # self.blocks holds no block past last_needed_block, so no early exit is needed.
         for idx, block in enumerate(self.blocks):
             x = block(x)
             if idx in self.output_blocks:
                 outp.append(x)
         return outp
+
+    def holds_weights(self) -> bool:
+        """True when every tensor of the model still equals ``self.weights``' (a caller may have changed
+        them, e.g. with ``load_state_dict``, or cast the model to another dtype)."""
+        reference = self.weights.state_dict()
+        tensors = list(self.blocks.state_dict().values())
+        return len(tensors) == len(self._trunk_names) and all(
+            t.dtype == reference[name].dtype and t.shape == reference[name].shape
+            and torch.equal(t.detach().cpu(), reference[name]) for name, t in zip(self._trunk_names, tensors))

@@ -7,14 +7,15 @@ the samples' features plus one d×d symmetric eigenvalue solve.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 import torch
 
 from fidfast.errors import FidfastError
-from fidfast.frechet import covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
-from fidfast.pipeline import RunConfig, features_of, stats_of, stats_of_pair
+from fidfast.frechet import METHODS, covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
+from fidfast.pipeline import features, statistics, statistics_pair
+from fidfast.settings import Settings
 from fidfast.sources import Source
 from fidfast.stats import FeatureStats
 
@@ -24,9 +25,8 @@ class FID:
 
     Args:
         reference: any input :func:`fidfast.compute_stats` takes (folder, .npz, archive, arrays, ...).
-        dims, device, precision, weights, batch_size, num_workers, skip_bad_images, progress, cache:
-            as for :func:`fidfast.compute_stats`; they apply to the reference and every sample set.
-        recursive: descend into subfolders of folder inputs.
+        **settings: the fields of :class:`fidfast.Settings` (``dims``, ``device``, ``precision``, ...);
+            they apply to the reference and every sample set.
 
     Example::
 
@@ -34,29 +34,24 @@ class FID:
         scores = {ckpt: metric(sample(ckpt)) for ckpt in checkpoints}   # arrays, folders, ...
     """
 
-    def __init__(self, reference: Source, dims: int = 2048, device=None, precision: str = "auto",
-                 weights: Optional[str] = None, batch_size: Optional[int] = None,
-                 num_workers: Optional[int] = None, skip_bad_images: bool = False,
-                 progress: Optional[bool] = None, cache: bool = True, recursive: bool = False) -> None:
-        self.config = RunConfig.make(dims, device, precision, weights, batch_size, num_workers, skip_bad_images,
-                                     progress, cache)
-        self.recursive = recursive
-        self.reference = stats_of(reference, self.config, recursive)
-        self._mu = self.reference.mean.to(self.config.device)
-        cov = self.reference.covariance.to(self.config.device)
+    def __init__(self, reference: Source, **settings) -> None:
+        self.settings = Settings(**settings)
+        self.reference = statistics(reference, self.settings)
+        self._mu = self.reference.mean.to(self.settings.device)
+        cov = self.reference.covariance.to(self.settings.device)
         self._trace = float(torch.trace(cov))
         self._factor = covariance_factor(cov)
 
     def stats(self, samples: Source) -> FeatureStats:
         """The samples' statistics, computed with the reference's settings."""
-        return stats_of(samples, self.config, self.recursive)
+        return statistics(samples, self.settings)
 
     def __call__(self, samples: Union[Source, FeatureStats]) -> float:
         """FID between ``samples`` (any input, or a FeatureStats) and the reference."""
         s = samples if isinstance(samples, FeatureStats) else self.stats(samples)
         if s.dims != self.reference.dims:
             raise FidfastError(f"samples have dims {s.dims}, the reference {self.reference.dims}")
-        mu, cov = s.mean.to(self.config.device), s.covariance.to(self.config.device)
+        mu, cov = s.mean.to(self.settings.device), s.covariance.to(self.settings.device)
         if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(cov).all())):
             raise FidfastError("the samples' statistics hold non-finite values")
         diff = self._mu - mu
@@ -64,11 +59,19 @@ class FID:
                               trace_sqrt_from_factor(self._factor, cov))
 
 
-def calculate_fid(a: Source, b: Source, method: str = "auto", recursive: bool = False, **kwargs) -> float:
-    """FID between two inputs of any kind. Keyword arguments are those of :func:`fidfast.compute_stats`."""
-    cfg = RunConfig.make(**kwargs)
-    s1, s2 = stats_of_pair(a, b, cfg, recursive)
+def calculate_fid(a: Source, b: Source, method: str = "auto", **settings) -> float:
+    """FID between two inputs of any kind. ``method`` is the Fréchet distance's (see
+    :func:`fidfast.frechet_distance`); the other keyword arguments are :class:`fidfast.Settings`' fields."""
+    if method not in METHODS:  # before any image is read
+        raise FidfastError(f"unknown Fréchet method {method!r}; choose one of {', '.join(METHODS)}")
+    s1, s2 = statistics_pair(a, b, Settings(**settings))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
+
+
+def check_kid_options(num_subsets: int, subset_size: int) -> None:
+    if num_subsets < 1 or subset_size < 2:
+        raise FidfastError(f"--kid-subsets must be ≥ 1 and --kid-subset-size ≥ 2, got {num_subsets} and "
+                           f"{subset_size}")
 
 
 def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], features2: Union[np.ndarray, torch.Tensor],
@@ -81,11 +84,10 @@ def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], featur
     y = torch.as_tensor(features2).to(device=x.device, dtype=torch.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise FidfastError(f"KID needs two N×d feature sets of equal d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    check_kid_options(num_subsets, subset_size)
     m = min(subset_size, x.shape[0], y.shape[0])
     if m < 2:
         raise FidfastError(f"KID needs at least 2 images on each side, got {x.shape[0]} and {y.shape[0]}")
-    if num_subsets < 1:
-        raise FidfastError(f"KID needs at least 1 subset, got {num_subsets}")
     if m < subset_size:
         warnings.warn(f"fidfast: KID subsets of {m} images, fewer than the subset size {subset_size}: "
                       "each subset holds all of the smaller set, so the ± shows less spread than it should",
@@ -107,9 +109,11 @@ def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], featur
 
 
 def calculate_kid(a: Source, b: Source, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0,
-                  recursive: bool = False, **kwargs) -> Tuple[float, float]:
-    """KID (mean, std) between two image inputs (not statistics files: KID needs the features)."""
-    cfg = RunConfig.make(**kwargs)
-    _, f1 = features_of(a, cfg, recursive)
-    _, f2 = features_of(b, cfg, recursive)
+                  **settings) -> Tuple[float, float]:
+    """KID (mean, std) between two image inputs (not statistics files: KID needs the features); the
+    keyword arguments after ``seed`` are :class:`fidfast.Settings`' fields."""
+    check_kid_options(num_subsets, subset_size)
+    s = Settings(**settings)
+    _, f1 = features(a, s)
+    _, f2 = features(b, s)
     return kernel_inception_distance(f1, f2, num_subsets, subset_size, seed)

@@ -1,83 +1,168 @@
 """What an input is: every kind of thing users point fidfast at, resolved to one of three forms.
 
 * :class:`FeatureStats` — an ``.npz`` statistics file (pytorch-fid's or fidfast's) or a FeatureStats;
-* :class:`ImageInput` — image files: a folder, a file list (``.txt``: one path a line), a zip or tar
-  archive, or a Python list of paths;
-* :class:`ArrayInput` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
+* :class:`ImageFiles` — image files, listed and sorted: a folder, a file list (``.txt``: one path a
+  line), a zip or tar archive, or a Python list of paths;
+* :class:`ImageArrays` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
   float N×3×H×W in [0, 1]), or any iterable of such batches (a generator sampling a model, a DataLoader).
+
+Paths are kept as the OS gives them: a name that is not valid UTF-8 stays a ``Path`` (with Python's
+surrogate escapes) through decoding, cache keys and messages.
 """
 from __future__ import annotations
 
 import math
 import os
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from fidfast.decode import (ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES, ImageRef, is_archive, list_archive,
-                            list_image_files, read_file_list)
 from fidfast.errors import FidfastError
 from fidfast.stats import FeatureStats
 
+IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"}
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+FILE_LIST_SUFFIXES = (".txt", ".lst")
+
+# One image: a file, or a member of an archive (archive path, member name).
+ImageRef = Union[Path, Tuple[Path, str]]
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], FeatureStats, ArrayLike, Iterable[ArrayLike]]
 
 
 @dataclass
-class ImageInput:
+class ImageFiles:
+    """Image files to decode, in order, and how to name them in messages."""
+
     refs: List[ImageRef]
     label: str
 
 
 @dataclass
-class ArrayInput:
+class ImageArrays:
+    """Batches of images in memory, how to name them, and how many images there are (None: unknown)."""
+
     batches: Iterable[ArrayLike]
     label: str
     total: Optional[int]
+
+
+def ref_name(ref: ImageRef) -> str:
+    return f"{ref[0]}:{ref[1]}" if isinstance(ref, tuple) else str(ref)
+
+
+def is_image_file(path: Union[str, os.PathLike]) -> bool:
+    """By extension, case-insensitively (pytorch-fid misses ``.JPG`` on Linux)."""
+    return Path(path).suffix[1:].lower() in IMAGE_EXTENSIONS
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _no_images(what: Path, hint: str = "") -> FidfastError:
+    return FidfastError(f"{what}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
+
+
+def list_image_files(path: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
+    """Sorted image files in a folder (top level unless ``recursive``)."""
+    root = Path(path)
+    pattern = "**/*" if recursive else "*"
+    # A broken link is listed (and then reported as unreadable), not silently left out.
+    files = sorted(p for p in root.glob(pattern) if (p.is_file() or (p.is_symlink() and not p.exists()))
+                   and is_image_file(p))
+    if not files:
+        hint = " in this folder"
+        if not recursive and any(is_image_file(p) for p in root.glob("**/*") if p.is_file()):
+            hint += "; its subfolders have some: add --recursive"
+        raise _no_images(root, hint)
+    return files
+
+
+def read_file_list(path: Union[str, os.PathLike]) -> List[Path]:
+    """Image paths from a text file, one per line (relative to the list's folder; '#' lines skipped).
+    Lines are file names as the OS stores them, in any encoding."""
+    path = Path(path)
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise FidfastError(f"{path}: cannot read file list ({exc})") from None
+    files = []
+    for number, raw in enumerate(lines, 1):
+        line = os.fsdecode(raw.strip())
+        if not line or line.startswith("#"):
+            continue
+        file = Path(line) if os.path.isabs(line) else (path.parent / line).resolve()
+        if not file.is_file():
+            raise FidfastError(f"{path}:{number}: no such image file: {line}")
+        files.append(file)
+    if not files:
+        raise FidfastError(f"{path}: the file list names no images")
+    return files
+
+
+def list_archive(path: Union[str, os.PathLike]) -> List[Tuple[Path, str]]:
+    """Image members (any depth) of a zip or tar archive, sorted by name."""
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(path) as z:
+                names = [i.filename for i in z.infolist() if not i.is_dir()]
+        else:
+            with tarfile.open(path) as t:
+                names = [m.name for m in t.getmembers() if m.isfile()]
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise FidfastError(f"{path}: cannot read archive ({exc.__class__.__name__}: {exc})") from None
+    members = sorted(n for n in names if is_image_file(n) and not Path(n).name.startswith("._"))
+    if not members:
+        raise _no_images(path, " in this archive")
+    return [(path, m) for m in members]
+
+
+def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageFiles]:
+    if not path.exists():
+        raise FidfastError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return ImageFiles(list_image_files(path, recursive), str(path))
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        return FeatureStats.load(path)
+    if is_archive(path):
+        return ImageFiles(list_archive(path), str(path))
+    if name.endswith(FILE_LIST_SUFFIXES):
+        return ImageFiles(read_file_list(path), str(path))
+    raise FidfastError(f"{path}: expected a folder of images, an .npz statistics file, an archive "
+                       f"({', '.join(ARCHIVE_SUFFIXES)}) or a file list ({', '.join(FILE_LIST_SUFFIXES)})")
 
 
 def _is_pathlike(x) -> bool:
     return isinstance(x, (str, os.PathLike))
 
 
-def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageInput]:
-    if not path.exists():
-        raise FidfastError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return ImageInput(list_image_files(path, recursive), str(path))
-    name = path.name.lower()
-    if name.endswith(".npz"):
-        return FeatureStats.load(path)
-    if is_archive(path):
-        return ImageInput(list_archive(path), str(path))
-    if name.endswith(FILE_LIST_SUFFIXES):
-        return ImageInput(read_file_list(path), str(path))
-    raise FidfastError(f"{path}: expected a folder of images, an .npz statistics file, an archive "
-                       f"({', '.join(ARCHIVE_SUFFIXES)}) or a file list ({', '.join(FILE_LIST_SUFFIXES)})")
-
-
-def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, ImageInput, ArrayInput]:
+def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, ImageFiles, ImageArrays]:
     """Resolve any supported input to statistics, image files, or in-memory image batches."""
-    if isinstance(source, (FeatureStats, ImageInput, ArrayInput)):  # already resolved
+    if isinstance(source, (FeatureStats, ImageFiles, ImageArrays)):  # already resolved
         return source
     if _is_pathlike(source):
         return open_path(Path(source), recursive)
     if isinstance(source, (np.ndarray, torch.Tensor)):
         check_image_batch(source)
-        return ArrayInput([source], f"{type(source).__name__} {tuple(source.shape)}", int(source.shape[0]))
+        return ImageArrays([source], f"{type(source).__name__} {tuple(source.shape)}", int(source.shape[0]))
     if isinstance(source, (list, tuple)) and source and all(_is_pathlike(p) for p in source):
         files = [Path(p) for p in source]
         for p in files:
             if not p.is_file():
                 raise FidfastError(f"{p}: no such image file")
-        return ImageInput(files, f"{len(files)} files")
+        return ImageFiles(files, f"{len(files)} files")
     if isinstance(source, (list, tuple)) and not source:
         raise FidfastError("the input is an empty list")
     if isinstance(source, Iterable) and not isinstance(source, (bytes, dict)):
-        return ArrayInput(source, "image batches", None)
+        return ImageArrays(source, "image batches", None)
     raise FidfastError(f"cannot read images from a {type(source).__name__}")
 
 
@@ -118,9 +203,7 @@ def _is_float(x: ArrayLike) -> bool:
 def as_nhwc_uint8(x: ArrayLike) -> torch.Tensor:
     """A uint8 batch as an N×H×W×C tensor (C = 1 or 3), on the device it came on."""
     t = torch.as_tensor(x)
-    if t.shape[1] in (1, 3) and t.shape[3] not in (1, 3):
-        return t.permute(0, 2, 3, 1)
-    if t.shape[1] in (1, 3) and t.shape[3] in (1, 3):  # N×3×H×3 is ambiguous: channels first, as torch
+    if t.shape[1] in (1, 3):  # N×C×H×W; N×3×H×3 is ambiguous: channels first, as torch
         return t.permute(0, 2, 3, 1)
     return t
 

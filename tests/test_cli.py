@@ -1,6 +1,9 @@
-"""The command line, run as users run it (a subprocess): output format, JSON, and one-line errors."""
+"""The command line, run as users run it (a subprocess): output format, JSON, help, and one-line errors."""
+from __future__ import annotations
+
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -9,25 +12,7 @@ import pytest
 
 from fidfast import FeatureStats
 
-from .conftest import write_images
-
-
-def fidfast_cli(*args, check_rc=None):
-    proc = subprocess.run([sys.executable, "-m", "fidfast", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONWARNINGS": "default"})
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stderr
-    return proc
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("fidfast: error:")
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from .helpers import assert_one_line_error, fidfast_cli, make_rng, write_images
 
 
 def test_prints_fid_like_pytorch_fid_and_json(image_dirs):
@@ -84,7 +69,7 @@ def test_user_errors_are_one_line_exit_2(case, image_dirs, tmp_path):
         (tmp_path / "empty").mkdir()
         assert_one_line_error(fidfast_cli(tmp_path / "empty", b, "--dims", "64"), "no images")
     elif case == "single":
-        write_images(tmp_path / "one", np.random.default_rng(), [(40, 40)])
+        write_images(tmp_path / "one", make_rng("single"), [(40, 40)])
         assert_one_line_error(fidfast_cli(tmp_path / "one", b, "--dims", "64"), "at least 2")
     elif case == "dims_mismatch":
         np.savez(tmp_path / "s.npz", mu=np.ones(64), sigma=np.eye(64))
@@ -109,3 +94,23 @@ def test_statistics_files_keep_their_dims_and_save_stats_names_the_npz(image_dir
     assert out["dims"] == 64 and out["n_images"] == [12, 12] and out["fid"] > 0
     assert_one_line_error(fidfast_cli(b, tmp_path / "a", "--save-stats", "--dims", "64"), "a.npz", "exists")
     assert_one_line_error(fidfast_cli(a, b, "--metrics", "kid", "--kid-subset-size", "1"), "--kid-subset-size")
+
+
+def test_help_shows_each_default_once():
+    text = fidfast_cli("--help", check_rc=0).stdout
+    assert "(default: 500 on CUDA, 50 on CPU)" in text
+    for option in re.split(r"\n  (?=-)", text):
+        assert option.count("(default") <= 1, option
+        assert "(default: None)" not in option and "(default: False)" not in option
+
+
+def test_a_name_that_is_not_utf8_is_named_with_the_bytes_the_os_gave(image_dirs, tmp_path):
+    folder = tmp_path / "d"
+    write_images(folder, make_rng("utf8"), [(30, 30)] * 3)
+    with open(os.fsencode(folder) + b"/bad\xff.png", "wb") as f:
+        f.write(b"not an image")
+    proc = subprocess.run([sys.executable, "-m", "fidfast", folder, image_dirs[1], "--dims", "64", "--no-cache"],
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(b"fidfast: error:") and b"bad\xff.png" in lines[0]

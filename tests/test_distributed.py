@@ -3,10 +3,10 @@ import datetime
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,29 +16,7 @@ import torch.multiprocessing as mp
 
 from fidfast import FeatureStats, FidfastError, distributed
 
-from .conftest import write_images
-
-TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-                 "GROUP_RANK", "TORCHELASTIC_RUN_ID")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
-    env.update(PYTHONWARNINGS="default", **extra)
-    return env
-
-
-def rel_err(a, b) -> float:
-    """max |a − b| / max |b|; NaN anywhere gives NaN, which fails every ≤ comparison."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
+from .helpers import TORCHRUN_VARS, clean_env, free_port, rel, write_images
 
 # -- sharding --------------------------------------------------------------------------------------
 
@@ -67,46 +45,13 @@ def test_outside_a_process_group_everything_is_a_no_op(monkeypatch, rng):
     for name in TORCHRUN_VARS:
         monkeypatch.delenv(name, raising=False)
     assert not dist.is_initialized()
-    distributed.init_from_env()
-    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1: one process, no group either
-    distributed.init_from_env()
-    assert not dist.is_initialized()
     assert (distributed.world_size(), distributed.rank(), distributed.is_primary()) == (1, 0, True)
     items = [f"{v}.png" for v in rng.integers(0, 10**9, size=7)]
     assert distributed.shard(items) == items
     stats = FeatureStats(5).update(torch.from_numpy(rng.normal(size=(9, 5))))
-    merged, skipped = distributed.merge_stats(stats, 3)
+    merged, skipped = distributed.merge(stats, 3)
     assert merged is stats and skipped == 3
     assert distributed.all_ranks(True) and not distributed.all_ranks(False)
-    assert distributed.default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@pytest.mark.parametrize("env, fragment", [
-    ({"WORLD_SIZE": "2"}, "RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not set"),
-    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT is not set"),
-    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
-    ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2"),
-    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "x"}, "MASTER_PORT"),
-])
-def test_incomplete_torchrun_environment_is_a_user_error(env, fragment, monkeypatch):
-    for name in TORCHRUN_VARS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(FidfastError, match=fragment):
-        distributed.init_from_env()
-    assert not dist.is_initialized()
-
-
-def test_cli_reports_an_incomplete_torchrun_environment_in_one_line(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "fidfast", tmp_path / "a", tmp_path / "b", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120, env=clean_env(WORLD_SIZE="2", RANK="0"))
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fidfast: error: WORLD_SIZE=2"), proc.stderr
-    assert "torchrun" in lines[0] and "Traceback" not in proc.stderr
 
 
 # -- two Gloo processes ----------------------------------------------------------------------------
@@ -121,10 +66,10 @@ def _merge_worker(rank, port, out_dir, cases):
             stats = FeatureStats(rows.shape[1])
             for chunk in np.array_split(rows, 3):  # streamed in batches, as the pipeline does
                 stats.update(torch.from_numpy(chunk))
-            merged, total = distributed.merge_stats(stats, skipped[rank])
+            merged, total = distributed.merge(stats, skipped[rank])
             out[name] = (merged.n, merged.mu, merged.sigma, total, str(merged.device))
         try:
-            distributed.merge_stats(FeatureStats(4 if rank == 0 else 8), 0)
+            distributed.merge(FeatureStats(4 if rank == 0 else 8), 0)
         except FidfastError as exc:
             out["dims_error"] = str(exc)
         items = [f"img_{i:04d}.png" for i in range(9)]
@@ -140,7 +85,7 @@ def _merge_worker(rank, port, out_dir, cases):
         distributed.all_ranks(True)  # both ranks are here; now rank 1 leaves, as a failed rank would
         if rank == 0:
             try:
-                distributed.merge_stats(FeatureStats(4).update(torch.ones(2, 4)), 0)
+                distributed.merge(FeatureStats(4).update(torch.ones(2, 4)), 0)
             except FidfastError as exc:
                 out["lost_error"] = str(exc)
     finally:
@@ -170,8 +115,8 @@ def test_merge_stats_across_two_gloo_processes_is_exact(tmp_path, rng):
         n, mu, sigma, total, device = results[0][name]
         assert (n, total, device) == (len(x), skipped, "cpu")
         assert np.isfinite(mu).all() and np.isfinite(sigma).all()
-        assert rel_err(mu, x.mean(0)) <= 1e-12, name
-        assert rel_err(sigma, np.cov(x, rowvar=False)) <= 1e-12, name
+        assert rel(mu, x.mean(0)) <= 1e-12, name
+        assert rel(sigma, np.cov(x, rowvar=False)) <= 1e-12, name
         other = results[1][name]  # every rank holds the very same merge
         assert other[0] == n and other[3] == total
         assert np.array_equal(other[1], mu) and np.array_equal(other[2], sigma)
@@ -199,10 +144,18 @@ def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays):
         # rank 0 finds these statistics in its cache, rank 1 does not: both must still agree
         folder_stats = fidfast.compute_stats(folder, **kwargs)
         array_stats = fidfast.compute_stats(arrays[rank], **kwargs)  # each rank's own samples: merged
+        drop_in = None
+        if rank == 0:  # the drop-in, on one rank alone: all of the folder, and no collective to wait in
+            model = fidfast.fid_score.InceptionV3([0])
+            drop_in = fidfast.fid_score.compute_statistics_of_path(folder, model, 3, 64, "cpu", 0)
+            files = sorted(Path(folder).iterdir())
+            n_activations = len(fidfast.fid_score.get_activations(files, model, 3, 64, "cpu", 0))
+            drop_in = (n_activations, *drop_in)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out_dir, f"{rank}.pkl"), "wb") as f:
-        pickle.dump([(s.n, s.mu, s.sigma) for s in (folder_stats, array_stats)], f)
+        pickle.dump([(s.n, s.mu, s.sigma) for s in (folder_stats, array_stats)] + [drop_in], f)
 
 
 def test_python_api_inside_a_process_group_returns_the_merged_stats(tmp_path, rng, monkeypatch):
@@ -228,11 +181,11 @@ def test_python_api_inside_a_process_group_returns_the_merged_stats(tmp_path, rn
     for r in range(2):
         with open(out / f"{r}.pkl", "rb") as f:
             results.append(pickle.load(f))
-    for got, ref in zip(results[0], (ref_folder, ref_arrays)):
+    for got, ref in zip(results[0], (ref_folder, ref_arrays, ref_folder)):  # the last: rank 0's drop-in
         n, mu, sigma = got
         assert n == ref.n
-        assert rel_err(mu, ref.mu) <= 1e-5 and rel_err(sigma, ref.sigma) <= 1e-5
-    for mine, other in zip(*results):
+        assert rel(mu, ref.mu) <= 1e-5 and rel(sigma, ref.sigma) <= 1e-5
+    for mine, other in zip(results[0][:2], results[1][:2]):
         assert mine[0] == other[0] and np.array_equal(mine[1], other[1]) and np.array_equal(mine[2], other[2])
 
 
@@ -302,5 +255,5 @@ def test_torchrun_rank_with_no_images_and_save_stats_on_rank_0_only(tmp_path, rn
     three = FeatureStats.load(tmp_path / "three.npz")
     assert one.n == three.n == 2
     assert np.isfinite(three.sigma).all() and np.abs(three.sigma).max() > 0
-    assert rel_err(three.mu, one.mu) <= 1e-5 and rel_err(three.sigma, one.sigma) <= 1e-5
+    assert rel(three.mu, one.mu) <= 1e-5 and rel(three.sigma, one.sigma) <= 1e-5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "three.npz"]

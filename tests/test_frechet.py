@@ -1,10 +1,24 @@
-"""Fréchet distance: every method against scipy (pytorch-fid's computation) and an independent float64 one."""
+"""Fréchet distance: every method against scipy (pytorch-fid's computation) and an independent float64
+one; the sqrtm_newton_schulz op (native and PyTorch twin) against eigh and scipy."""
+from __future__ import annotations
+
 import numpy as np
 import pytest
+import scipy.linalg
+import torch
 from scipy import linalg
 
-from fidfast import FidfastError, frechet_distance
-from fidfast.fid_score import calculate_frechet_distance
+from fidfast import FidfastError, frechet, frechet_distance
+from fidfast.frechet import sqrtm_newton_schulz
+
+from .helpers import NATIVE_AND_TWIN, needs_native, reference_fid, rel
+
+
+@pytest.fixture(params=NATIVE_AND_TWIN)
+def impl(request):
+    """(sqrtm function, device): the native op through frechet.sqrtm_newton_schulz, or the twin."""
+    kind, device = request.param
+    return (sqrtm_newton_schulz if kind == "native" else frechet._sqrtm_newton_schulz_torch), device
 
 
 def moments(rng, n, d, scale=1.0, offset=0.0):
@@ -14,24 +28,10 @@ def moments(rng, n, d, scale=1.0, offset=0.0):
     return x.mean(0), np.cov(x, rowvar=False)
 
 
-def reference_fid(mu1, s1, mu2, s2):
-    """Independent float64 route: √Σ₁ from numpy's eigh, then eigenvalues of √Σ₁ Σ₂ √Σ₁."""
-    w, v = np.linalg.eigh(s1)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    lam = np.linalg.eigvalsh(root @ s2 @ root)
-    diff = mu1 - mu2
-    return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
-
-
 def scipy_fid(mu1, s1, mu2, s2):
     covmean = linalg.sqrtm(s1 @ s2).real
     diff = mu1 - mu2
     return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
-
-
-def rel(a, b):
-    assert np.isfinite(a) and np.isfinite(b)
-    return abs(a - b) / abs(b)
 
 
 @pytest.mark.parametrize("method", ["auto", "cholesky", "eigh", "newton_schulz", "scipy"])
@@ -70,15 +70,6 @@ def test_identical_statistics_give_zero(rng):
     assert 0.0 <= fid < 1e-9 * np.trace(s)  # rounding never makes a distance negative
 
 
-def test_drop_in_signature_matches_pytorch_fid(rng):
-    from pytorch_fid.fid_score import calculate_frechet_distance as reference
-
-    mu1, s1 = moments(rng, 300, 32)
-    mu2, s2 = moments(rng, 300, 32, scale=0.8)
-    assert rel(calculate_frechet_distance(mu1, s1, mu2, s2), reference(mu1, s1, mu2, s2)) < 1e-9
-    assert isinstance(calculate_frechet_distance(mu1, s1, mu2, s2, eps=1e-6), float)
-
-
 @pytest.mark.parametrize("bad", ["dims", "nan", "shape", "method"])
 def test_bad_statistics_are_clear_errors(rng, bad):
     mu1, s1 = moments(rng, 100, 16)
@@ -105,3 +96,67 @@ def test_rank_deficient_at_full_size(rng):
     reference = reference_fid(mu1, s1, mu2, s2)
     for method in ("auto", "newton_schulz"):
         assert rel(frechet_distance(mu1, s1, mu2, s2, method=method), reference) <= 1e-6, method
+
+
+# -- the op: sqrtm_newton_schulz ----------------------------------------------------------------------
+
+def sqrt_eigh(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def test_sqrtm_full_rank(impl, rng):
+    # covariance with a spectrum spanning 1e4 (accuracy of any sqrt degrades with the condition number)
+    d = 96
+    q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    a = np.cov(rng.standard_normal((4 * d, d)) * np.geomspace(1, 1e-2, d) @ q.T * 7.0, rowvar=False)
+    x, res, iters = impl[0](torch.from_numpy(a).to(impl[1]), 100, 1e-14)
+    assert isinstance(res, float) and isinstance(iters, int) and 0 < iters <= 100
+    assert x.dtype == torch.float64 and x.shape == (d, d)
+    assert res <= 1e-12
+    assert rel(x @ x, a) <= 2e-12
+    assert rel(x, sqrt_eigh(a)) <= 1e-12
+    assert rel(x, np.real(scipy.linalg.sqrtm(a))) <= 1e-12
+
+
+def test_sqrtm_rank_deficient(impl, rng):
+    # covariance of 60 samples in 160 dims: rank 59, where plain Newton-Schulz ends in NaN
+    d = 160
+    a = np.cov(rng.standard_normal((60, d)), rowvar=False)
+    x, res, iters = impl[0](torch.from_numpy(a).to(impl[1]), 100, 1e-14)
+    ref = sqrt_eigh(a)
+    assert res <= 1e-10
+    assert rel(x, ref) <= 1e-6
+    assert abs(float(torch.trace(x)) - np.trace(ref)) <= 1e-7 * np.trace(ref)
+    # running to max_iter without a usable tol still returns the best (finite) iterate
+    x2, res2, _ = impl[0](torch.from_numpy(a).to(impl[1]), 100, 0.0)
+    assert res2 <= 1e-10 and rel(x2, ref) <= 1e-6
+
+
+def test_sqrtm_small_and_edge_cases(impl, rng):
+    v = 0.5 + rng.random()
+    x, res, _ = impl[0](torch.tensor([[v]], dtype=torch.float64, device=impl[1]), 100, 1e-14)
+    assert abs(float(x) - np.sqrt(v)) <= 1e-15 and res <= 1e-15
+    a = torch.from_numpy(np.cov(rng.standard_normal((50, 5)), rowvar=False)).to(impl[1])
+    x, res, iters = impl[0](a, 0, 1e-14)  # no iterations: the scaled input itself
+    assert iters == 0 and rel(x, a / a.norm().sqrt()) <= 1e-15
+
+
+@needs_native
+def test_sqrtm_native_equals_twin(rng):
+    a = torch.from_numpy(np.cov(rng.standard_normal((100, 70)), rowvar=False))
+    xa, ra, ia = sqrtm_newton_schulz(a, 100, 1e-14)
+    xb, rb, ib = frechet._sqrtm_newton_schulz_torch(a, 100, 1e-14)
+    assert rel(xa, xb) <= 1e-12 and ia == ib and ra == pytest.approx(rb, rel=1e-6)
+
+
+def test_sqrtm_rejects_bad_input(impl):
+    dev = impl[1]
+    with pytest.raises(RuntimeError):
+        impl[0](torch.eye(3, 4, dtype=torch.float64, device=dev), 10, 1e-14)
+    with pytest.raises(RuntimeError):
+        impl[0](torch.eye(3, device=dev), 10, 1e-14)
+    bad = torch.eye(3, dtype=torch.float64, device=dev)
+    bad[1, 2] = float("nan")
+    with pytest.raises(RuntimeError):
+        impl[0](bad, 10, 1e-14)

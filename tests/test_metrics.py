@@ -1,4 +1,6 @@
-"""The sweep API (FID held against a reference) and KID."""
+"""The sweep API (FID held against a reference), the one-call FID, and KID."""
+from __future__ import annotations
+
 import json
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 import fidfast
 from fidfast import FidfastError, kernel_inception_distance
 
-from .test_cli import fidfast_cli
+from .helpers import fidfast_cli
 
 FAST = dict(dims=64, device="cpu", num_workers=0, progress=False)
 
@@ -67,3 +69,10 @@ def test_cli_kid_and_fid_in_one_pass(image_dirs):
     assert out["fid"] > 0 and np.isfinite(out["kid"]) and out["kid_std"] >= 0
     ref = fidfast.calculate_kid(*image_dirs, num_subsets=10, subset_size=8, **FAST)
     assert abs(out["kid"] - ref[0]) <= 1e-9 * abs(ref[0])
+
+
+def test_bad_kid_options_are_refused_before_any_image_is_read(tmp_path):
+    with pytest.raises(FidfastError, match="--kid-subset-size"):
+        fidfast.calculate_kid(tmp_path / "none", tmp_path / "none", subset_size=1, **FAST)
+    with pytest.raises(FidfastError, match="Fréchet method"):
+        fidfast.calculate_fid(tmp_path / "none", tmp_path / "none", method="sqrtm", **FAST)

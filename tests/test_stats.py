@@ -1,18 +1,155 @@
-"""Streaming statistics: float64 accuracy against np.cov, exact merging, and the .npz files."""
+"""The statistics stage: the cov_update_/cov_merge_ ops (native and PyTorch twin, against float64
+np.cov on fresh random features), FeatureStats' streaming and exact merging, and the .npz files."""
+from __future__ import annotations
+
 import os
 import stat
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
-from fidfast import FeatureStats, FidfastError
+from fidfast import FeatureStats, FidfastError, native, stats
+
+from .helpers import NATIVE_AND_TWIN, needs_native, rel
 
 
-def rel(a, b):
-    assert np.isfinite(a).all()
-    return np.linalg.norm(a - b) / np.linalg.norm(b)
+class Impl(NamedTuple):
+    device: str
+    cov_update_: Callable
+    cov_merge_: Callable
 
+
+NATIVE = Impl("cpu", torch.ops.fidfast.cov_update_ if native.LOADED else None,
+              torch.ops.fidfast.cov_merge_ if native.LOADED else None)
+TWIN = Impl("cpu", stats._cov_update_torch, stats._cov_merge_torch)
+
+
+@pytest.fixture(params=NATIVE_AND_TWIN)
+def impl(request) -> Impl:
+    kind, device = request.param
+    base = NATIVE if kind == "native" else TWIN
+    return Impl(device, base.cov_update_, base.cov_merge_)
+
+
+# -- the ops: cov_update_ / cov_merge_ --------------------------------------------------------------
+
+def features(rng: np.random.Generator, kind: str, rows: int, d: int) -> np.ndarray:
+    """Correlated feature rows: centred, with mean/std ≥ 1e3, or non-negative (ReLU-like)."""
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    x = rng.standard_normal((rows, d)) @ mix
+    if kind == "large_mean":
+        return 2e3 + rng.uniform(-50, 50, size=d) + x  # mean/std ~ 2e3
+    if kind == "nonneg":
+        return np.abs(x) * rng.exponential(1.0, size=d)
+    return x
+
+
+def new_state(d: int, device: str):
+    """An empty (n = 0) state whose buffers hold NaN: the ops must not read them."""
+    nan = float("nan")
+    return (torch.full((d,), nan, dtype=torch.float64, device=device),
+            torch.full((d, d), nan, dtype=torch.float64, device=device))
+
+
+def accumulate(impl: Impl, x: torch.Tensor, sizes):
+    mean, comoment = new_state(x.shape[1], impl.device)
+    n = 0
+    for batch in x.split(sizes):
+        impl.cov_update_(mean, comoment, n, batch)
+        n += batch.shape[0]
+    return mean, comoment, n
+
+
+@pytest.mark.parametrize("kind", ["centred", "large_mean", "nonneg"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=["f32", "f16", "f64"])
+def test_cov_update_matches_np_cov(impl, rng, kind, dtype):
+    d = 67
+    sizes = [1, 37, 0, 200, 63, 2]
+    x = torch.from_numpy(features(rng, kind, sum(sizes), d)).to(dtype)
+    ref_x = x.double().numpy()  # the exact values the op sees
+    mean, comoment, n = accumulate(impl, x.to(impl.device), sizes)
+    assert n == ref_x.shape[0]
+    assert torch.equal(comoment, comoment.T), "comoment must be exactly symmetric"
+    assert rel(comoment / (n - 1), np.cov(ref_x, rowvar=False)) <= 1e-12
+    assert rel(mean, ref_x.mean(0)) <= 1e-14
+
+
+def test_cov_update_empty_batch_is_noop(impl, rng):
+    x = torch.from_numpy(features(rng, "centred", 20, 9)).float().to(impl.device)
+    mean, comoment, n = accumulate(impl, x, [20])
+    before = (mean.clone(), comoment.clone())
+    impl.cov_update_(mean, comoment, n, x[:0])
+    assert torch.equal(mean, before[0]) and torch.equal(comoment, before[1])
+
+
+def test_cov_merge_any_order(impl, rng):
+    d = 41
+    sizes = [50, 1, 120, 33, 7]
+    x = torch.from_numpy(features(rng, "large_mean", sum(sizes), d)).float()
+    ref = np.cov(x.double().numpy(), rowvar=False)
+    parts = [accumulate(impl, part.to(impl.device), [len(part)]) for part in x.split(sizes)]
+    parts.insert(2, (*new_state(d, impl.device), 0))  # an empty part merges as a no-op
+
+    def merged(order):
+        mean, comoment = new_state(d, impl.device)
+        n = 0
+        for i in order:
+            impl.cov_merge_(mean, comoment, n, *parts[i])
+            n += parts[i][2]
+        return mean, comoment / (n - 1)
+
+    orders = [range(len(parts)), reversed(range(len(parts))), rng.permutation(len(parts))]
+    results = [merged(list(o)) for o in orders]
+    for mean, cov in results:
+        assert torch.equal(cov, cov.T)
+        assert rel(cov, ref) <= 1e-12
+        assert rel(cov, results[0][1]) <= 1e-13  # rounding of the means (~2e3) enters via delta
+        assert rel(mean, results[0][0]) <= 1e-14
+    # a tree of merges gives the same statistics as one stream
+    left = parts[0]
+    lm, lc, ln = left[0].clone(), left[1].clone(), left[2]
+    impl.cov_merge_(lm, lc, ln, *parts[1])
+    stream_mean, stream_comoment, n = accumulate(impl, x.to(impl.device), [len(x)])
+    rm, rc, rn = new_state(d, impl.device) + (0,)
+    for p in parts[2:]:
+        impl.cov_merge_(rm, rc, rn, *p)
+        rn += p[2]
+    impl.cov_merge_(lm, lc, ln + parts[1][2], rm, rc, rn)
+    assert rel(lc, stream_comoment) <= 1e-13
+
+
+def test_cov_merge_state_into_itself(impl, rng):
+    x = torch.from_numpy(features(rng, "nonneg", 90, 23)).to(impl.device)
+    mean, comoment, n = accumulate(impl, x, [40, 50])
+    impl.cov_merge_(mean, comoment, n, mean, comoment, n)
+    doubled = torch.cat([x, x]).cpu().numpy()
+    assert rel(comoment / (2 * n - 1), np.cov(doubled, rowvar=False)) <= 1e-12
+
+
+@needs_native
+def test_cov_native_equals_twin(rng):
+    x = torch.from_numpy(features(rng, "large_mean", 300, 31)).float()
+    a = accumulate(NATIVE, x, [100, 1, 199])
+    b = accumulate(TWIN, x, [100, 1, 199])
+    assert rel(a[1], b[1]) <= 1e-14 and rel(a[0], b[0]) <= 1e-15
+
+
+def test_cov_rejects_bad_input(impl):
+    mean, comoment = torch.zeros(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64)
+    mean, comoment = mean.to(impl.device), comoment.to(impl.device)
+    with pytest.raises(RuntimeError):
+        impl.cov_update_(mean, comoment, 0, torch.ones(3, 5, device=impl.device))
+    with pytest.raises(RuntimeError):
+        impl.cov_update_(mean.float(), comoment, 0, torch.ones(3, 4, device=impl.device))
+    with pytest.raises(RuntimeError):
+        impl.cov_update_(mean, comoment, -1, torch.ones(3, 4, device=impl.device))
+    with pytest.raises(RuntimeError):
+        impl.cov_merge_(mean, comoment, 3, mean[:3].clone(), comoment, 2)
+
+
+# -- FeatureStats ----------------------------------------------------------------------------------
 
 def stream(x, batch):
     stats = FeatureStats(x.shape[1])
@@ -107,3 +244,13 @@ def test_saved_file_is_named_as_np_savez_names_it_and_readable_by_others(rng, tm
     assert written == tmp_path / "ref.npz"
     assert stat.S_IMODE(written.stat().st_mode) == 0o644  # as np.savez under this umask, not mkstemp's 0600
     assert FeatureStats.load(written).n == 10
+
+
+def test_merge_in_place_and_from_the_exact_state(rng):
+    x = np.abs(rng.normal(size=(90, 12))) * 2 + 5
+    a, b = stream(x[:35], 8), stream(x[35:], 16)
+    rebuilt = FeatureStats.from_comoment(b.mean.clone(), b.comoment.clone(), b.n)
+    assert a.merge_(rebuilt) is a and a.n == 90
+    assert rel(a.sigma, np.cov(x, rowvar=False)) < 1e-12 and rel(a.mu, x.mean(0)) < 1e-13
+    with pytest.raises(FidfastError, match="dims"):
+        a.merge_(stream(x[:, :5], 8))

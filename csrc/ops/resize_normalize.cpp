@@ -10,17 +10,24 @@ namespace fidfast::ops {
 at::Tensor resize_normalize(
     const at::Tensor& data,
     const at::Tensor& meta,
+    const at::Tensor& taps,
+    const at::Tensor& weights,
+    double divisor,
+    double shift,
+    double scale,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fidfast::resize_normalize", "")
                        .typed<decltype(resize_normalize)>();
-  return op.call(data, meta, out_size, dtype, channels_last);
+  return op.call(data, meta, taps, weights, divisor, shift, scale, out_size, dtype, channels_last);
 }
 
 TORCH_LIBRARY_FRAGMENT(fidfast, m) {
-  m.def("resize_normalize(Tensor data, Tensor meta, int out_size, ScalarType dtype, bool channels_last) -> Tensor");
+  m.def(
+      "resize_normalize(Tensor data, Tensor meta, Tensor taps, Tensor weights, float divisor, float shift, "
+      "float scale, int out_size, ScalarType dtype, bool channels_last) -> Tensor");
 }
 
 } // namespace fidfast::ops

@@ -1,32 +1,35 @@
 #pragma once
 
-// Arithmetic of pytorch-fid's preprocessing, shared by the CPU and CUDA kernels so both
-// produce the same floats: x = p/255, bilinear resize (align_corners=False, no antialias)
-// exactly as ATen's upsample_bilinear2d, then 2x - 1.
+// Arithmetic of the preprocessing, shared by the CPU and CUDA kernels so both produce the same
+// floats. A protocol is data, not code: per-axis tables give, for each output index, K source
+// indices and weights (computed once per input size by fidfast/preprocess.py), and
+//   unit  = p / divisor                       (a division, as ToTensor's p/255)
+//   value = sum over rows of w_y * (sum over columns of w_x * unit)
+//   out   = (value - shift) * scale           (scale a power of two: exact as a division)
+// Each sum runs from the last tap to the first with fused multiply-adds: for two taps that is
+// fma(v0, w0, v1 * w1), which is how ATen's bilinear kernel rounds (compiler-contracted).
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
-#include <cmath>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace fidfast::ops {
 
-// One row of `meta`: where an H x W x C uint8 image starts in `data`.
+// One row of `meta`: an H x W x C uint8 image at `offset` in `data`, and the first rows of the
+// tables for its height (ytab) and width (xtab).
+constexpr int64_t kMetaCols = 6;
+
 struct ImageMeta {
-  int64_t offset, h, w, c;
+  int64_t offset, h, w, c, ytab, xtab;
 };
 
 C10_HOST_DEVICE inline ImageMeta read_meta(const int64_t* row) {
-  return {row[0], row[1], row[2], row[3]};
+  return {row[0], row[1], row[2], row[3], row[4], row[5]};
 }
-
-// Source indices and weights along one axis for output index `dst`.
-struct LinearTap {
-  int64_t i0, i1;
-  float w0, w1;
-};
 
 // a*b + c with a single rounding, as a fused multiply-add computes it. ATen's kernels get their
 // FMAs from compiler contraction (AVX2/AVX-512/aarch64 builds, nvcc), so matching them needs
@@ -41,88 +44,104 @@ C10_HOST_DEVICE inline float fma32(float a, float b, float c) {
 #endif
 }
 
-// Mirrors ATen's area_pixel_compute_source_index + guard_index_and_lambda in float32
-// (UpSample.h), with scale = (float)in / out as area_pixel_compute_scale computes it. Without
-// the FMA the source index can differ by half an ulp of ~in_size, i.e. outputs by up to ~1e-5.
-C10_HOST_DEVICE inline LinearTap linear_tap(int64_t dst, int64_t in_size, float scale) {
-  float src = fma32(scale, static_cast<float>(dst) + 0.5f, -0.5f);
-  if (src < 0.f) {
-    src = 0.f;
+// sum_j sample(taps[j]) * weights[j] over k >= 1 taps, last tap first (see the top of this file).
+// K > 0 fixes k at compile time (the two taps of bilinear: unrolled); K = 0 takes k at run time.
+template <int K, typename Sample>
+C10_HOST_DEVICE inline float tap_sum(const int32_t* taps, const float* weights, int64_t k, Sample sample) {
+  const int64_t n = K > 0 ? K : k;
+  float acc = sample(taps[n - 1]) * weights[n - 1];
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (int64_t j = n - 2; j >= 0; --j) {
+    acc = fma32(sample(taps[j]), weights[j], acc);
   }
-  int64_t i0 = static_cast<int64_t>(src);  // src >= 0, so truncation is floor
-  if (i0 > in_size - 1) {
-    i0 = in_size - 1;
-  }
-  float w1 = src - i0;
-  w1 = w1 < 0.f ? 0.f : (w1 > 1.f ? 1.f : w1);
-  return {i0, i0 < in_size - 1 ? i0 + 1 : i0, 1.f - w1, w1};
+  return acc;
 }
 
-C10_HOST_DEVICE inline float unit(uint8_t p) {
-  return static_cast<float>(p) / 255.f;  // a division, as ToTensor does, not a multiply by 1/255
-}
+// The preprocessing constants of a protocol (see the top of this file).
+struct Normalization {
+  float divisor, shift, scale;
+};
 
-// v0*w0 + v1*w1 rounded as ATen's contracted kernel rounds it.
-C10_HOST_DEVICE inline float lerp2(float v0, float w0, float v1, float w1) {
-  return fma32(v0, w0, v1 * w1);
-}
-
-// One output value from the 2x2 source neighbourhood (already divided by 255): along each row
-// first, then between the two rows, as ATen evaluates it; then 2x - 1.
-C10_HOST_DEVICE inline float bilinear_normalize(
-    float v00,
-    float v01,
-    float v10,
-    float v11,
-    const LinearTap& ty,
-    const LinearTap& tx) {
-  const float top = lerp2(v00, tx.w0, v01, tx.w1);
-  const float bottom = lerp2(v10, tx.w0, v11, tx.w1);
-  return 2.f * lerp2(top, ty.w0, bottom, ty.w1) - 1.f;
-}
-
-// The three output channels of one output pixel; grey (c == 1) is replicated. `to_unit` maps
-// a byte to p/255 (a division on the GPU, a lookup table of the same values on the CPU).
-template <typename ToUnit>
+// The three output channels of output pixel (oy, ox) of one image; grey (c == 1) is replicated.
+// `ytaps`/`yweights` and `xtaps`/`xweights` point at the table rows of oy and ox; `unit[p]` is
+// p / divisor.
+template <int K>
 C10_HOST_DEVICE inline void resize_normalize_pixel(
     const uint8_t* img,
     const ImageMeta& m,
-    const LinearTap& ty,
-    const LinearTap& tx,
-    ToUnit to_unit,
+    const int32_t* ytaps,
+    const float* yweights,
+    const int32_t* xtaps,
+    const float* xweights,
+    int64_t k,
+    const float* unit,
+    const Normalization& norm,
     float rgb[3]) {
-  const uint8_t* r0 = img + ty.i0 * m.w * m.c;
-  const uint8_t* r1 = img + ty.i1 * m.w * m.c;
-  const int64_t x0 = tx.i0 * m.c;
-  const int64_t x1 = tx.i1 * m.c;
+  const int64_t row_stride = m.w * m.c;
   for (int ch = 0; ch < 3; ++ch) {
-    if (ch == 0 || m.c == 3) {
-      rgb[ch] = bilinear_normalize(
-          to_unit(r0[x0 + ch]), to_unit(r0[x1 + ch]), to_unit(r1[x0 + ch]), to_unit(r1[x1 + ch]), ty, tx);
-    } else {
+    if (ch > 0 && m.c == 1) {
       rgb[ch] = rgb[0];
+      continue;
     }
+    const float value = tap_sum<K>(ytaps, yweights, k, [&](int32_t iy) {
+      const uint8_t* row = img + iy * row_stride + ch;
+      return tap_sum<K>(xtaps, xweights, k, [&](int32_t ix) { return unit[row[ix * m.c]]; });
+    });
+    rgb[ch] = (value - norm.shift) * norm.scale;
   }
 }
 
-// Host-side argument checks shared by both kernels. `meta_cpu` is `meta` on the CPU: every
-// image must lie inside `data`, since the kernels read pixels without bounds checks.
+// Host-side argument checks shared by both kernels, on host copies of meta and the tables: every
+// image must lie inside `data` and every tap inside its image, since the kernels read pixels
+// without bounds checks.
 inline void check_resize_normalize_args(
     const at::Tensor& data,
     const at::Tensor& meta_cpu,
+    const at::Tensor& taps_cpu,
+    const at::Tensor& weights_cpu,
+    const Normalization& norm,
     int64_t out_size,
     at::ScalarType dtype) {
   TORCH_CHECK(data.scalar_type() == at::kByte, "resize_normalize: data must be uint8, got ", data.scalar_type());
   TORCH_CHECK(data.dim() == 1 && data.is_contiguous(), "resize_normalize: data must be a contiguous 1-D tensor");
   TORCH_CHECK(meta_cpu.scalar_type() == at::kLong, "resize_normalize: meta must be int64, got ", meta_cpu.scalar_type());
-  TORCH_CHECK(meta_cpu.dim() == 2 && meta_cpu.size(1) == 4, "resize_normalize: meta must be [N, 4], got ", meta_cpu.sizes());
+  TORCH_CHECK(meta_cpu.dim() == 2 && meta_cpu.size(1) == kMetaCols, "resize_normalize: meta must be [N, ", kMetaCols,
+              "], got ", meta_cpu.sizes());
+  TORCH_CHECK(taps_cpu.scalar_type() == at::kInt && weights_cpu.scalar_type() == at::kFloat,
+              "resize_normalize: taps must be int32 and weights float32, got ", taps_cpu.scalar_type(), " and ",
+              weights_cpu.scalar_type());
+  TORCH_CHECK(taps_cpu.dim() == 2 && taps_cpu.size(1) >= 1 && weights_cpu.sizes() == taps_cpu.sizes(),
+              "resize_normalize: taps and weights must be [R, K] with K >= 1, got ", taps_cpu.sizes(), " and ",
+              weights_cpu.sizes());
   TORCH_CHECK(out_size >= 1, "resize_normalize: out_size must be >= 1, got ", out_size);
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf, "resize_normalize: dtype must be float32 or float16, got ", dtype);
+  TORCH_CHECK(norm.divisor > 0.f && norm.scale != 0.f, "resize_normalize: divisor must be > 0 and scale non-zero");
   const int64_t numel = data.numel();
+  const int64_t rows = taps_cpu.size(0), k = taps_cpu.size(1);
   const at::Tensor meta = meta_cpu.contiguous();
-  const int64_t* rows = meta.const_data_ptr<int64_t>();
+  const at::Tensor taps = taps_cpu.contiguous();
+  const int64_t* meta_rows = meta.const_data_ptr<int64_t>();
+  const int32_t* tap = taps.const_data_ptr<int32_t>();
+  // (first table row, input length) pairs already checked: a batch usually repeats a few sizes.
+  std::vector<std::pair<int64_t, int64_t>> checked;
+  const auto check_table = [&](int64_t i, const char* axis, int64_t first, int64_t length) {
+    TORCH_CHECK(first >= 0 && first <= rows - out_size, "resize_normalize: image ", i, "'s ", axis, " table (row ",
+                first, ") needs ", out_size, " of the ", rows, " table rows");
+    for (const auto& seen : checked) {
+      if (seen.first == first && seen.second == length) {
+        return;
+      }
+    }
+    for (int64_t r = first * k; r < (first + out_size) * k; ++r) {
+      TORCH_CHECK(tap[r] >= 0 && tap[r] < length, "resize_normalize: image ", i, "'s ", axis, " table has tap ",
+                  tap[r], ", outside 0..", length - 1);
+    }
+    checked.emplace_back(first, length);
+  };
   for (int64_t i = 0; i < meta.size(0); ++i) {
-    const ImageMeta m = read_meta(rows + 4 * i);
+    const ImageMeta m = read_meta(meta_rows + kMetaCols * i);
     TORCH_CHECK(m.c == 1 || m.c == 3, "resize_normalize: image ", i, " has C=", m.c, ", expected 1 or 3");
     TORCH_CHECK(m.h >= 1 && m.w >= 1, "resize_normalize: image ", i, " has H=", m.h, ", W=", m.w, ", expected >= 1");
     TORCH_CHECK(m.offset >= 0 && m.offset <= numel, "resize_normalize: image ", i, " offset ", m.offset,
@@ -131,6 +150,8 @@ inline void check_resize_normalize_args(
     const int64_t avail = numel - m.offset;
     TORCH_CHECK(m.w <= avail && m.h <= avail / (m.w * m.c), "resize_normalize: image ", i, " (offset ", m.offset,
                 ", ", m.h, "x", m.w, "x", m.c, ") runs past the end of data (", numel, " bytes)");
+    check_table(i, "height", m.ytab, m.h);
+    check_table(i, "width", m.xtab, m.w);
   }
 }
 

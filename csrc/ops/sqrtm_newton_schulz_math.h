@@ -11,6 +11,7 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/eye.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
@@ -44,7 +45,7 @@ inline void check_sqrtm_args(const at::Tensor& a, int64_t max_iter) {
 //   make_t(zy)              zy <- (3I - zy)/2 in place
 //   residual_sq(y2, a, s)   sum over entries of (s*y2 - a)^2, as a host double
 template <typename MakeT, typename ResidualSq>
-std::tuple<at::Tensor, double, int64_t> newton_schulz(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> newton_schulz(
     const at::Tensor& a_in,
     int64_t max_iter,
     double tol,
@@ -53,8 +54,13 @@ std::tuple<at::Tensor, double, int64_t> newton_schulz(
   check_sqrtm_args(a_in, max_iter);
   const at::Tensor a = a_in.contiguous();
   const double s = a.norm().item<double>();
+  const auto report = [&](at::Tensor root, double residual, int64_t iterations) {
+    return std::make_tuple(
+        std::move(root), at::scalar_tensor(residual, a.options()),
+        at::scalar_tensor(iterations, a.options().dtype(at::kLong)));
+  };
   if (s == 0.0) {
-    return {at::zeros_like(a), 0.0, 0};
+    return report(at::zeros_like(a), 0.0, 0);
   }
   at::Tensor y = a.div(s);
   at::Tensor z = at::eye(a.size(0), a.options());
@@ -81,7 +87,7 @@ std::tuple<at::Tensor, double, int64_t> newton_schulz(
     best_res = res;
     best.copy_(y);
   }
-  return {best.mul_(std::sqrt(s)), best_res, iters};
+  return report(best.mul_(std::sqrt(s)), best_res, iters);
 }
 
 } // namespace fidfast::ops

@@ -43,7 +43,7 @@ double residual_sq(const at::Tensor& y2, const at::Tensor& a, double s) {
   return total;
 }
 
-std::tuple<at::Tensor, double, int64_t> sqrtm_newton_schulz_cpu(const at::Tensor& a, int64_t max_iter, double tol) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz_cpu(const at::Tensor& a, int64_t max_iter, double tol) {
   TORCH_CHECK(a.device().is_cpu(), "sqrtm_newton_schulz: expected a CPU tensor");
   return newton_schulz(a, max_iter, tol, make_t, residual_sq);
 }

@@ -1,4 +1,5 @@
 #include "../cov_math.h"
+#include "cuda_helpers.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -8,20 +9,12 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 namespace fidfast::ops {
 
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kCols = 32;      // columns per block of column_mean_kernel (one warp wide)
 constexpr int kRowGroups = 8;  // row-strided partial sums per column
-
-// Blocks for a grid-stride loop over `total` elements; capping the grid keeps any size valid.
-unsigned grid_for(int64_t total) {
-  return static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 16));
-}
 
 // Column means in float64; a fixed reduction order, so results are deterministic.
 template <typename scalar_t>
@@ -53,8 +46,7 @@ __global__ void centre_kernel(
     int64_t total,
     int64_t d,
     double* __restrict__ centred) {
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  FIDFAST_CUDA_1D_LOOP(k, total) {
     centred[k] = static_cast<double>(x[k]) - mean[k % d];
   }
 }
@@ -67,9 +59,7 @@ __global__ void merge_comoment_kernel(
     const double* __restrict__ m2,
     int64_t d,
     MergeWeights w) {
-  const int64_t total = d * d;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  FIDFAST_CUDA_1D_LOOP(k, d * d) {
     const int64_t i = k / d, j = k % d;
     comoment[k] =
         merged_comoment(comoment[k], m2[k], m2[j * d + i], other_mean[i] - mean[i], other_mean[j] - mean[j], w);
@@ -77,8 +67,7 @@ __global__ void merge_comoment_kernel(
 }
 
 __global__ void merge_mean_kernel(double* __restrict__ mean, const double* __restrict__ other_mean, int64_t d, MergeWeights w) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < d;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  FIDFAST_CUDA_1D_LOOP(i, d) {
     mean[i] = merged_mean(mean[i], other_mean[i], w);
   }
 }

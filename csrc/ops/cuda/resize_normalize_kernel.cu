@@ -1,4 +1,5 @@
 #include "../resize_normalize_math.h"
+#include "cuda_helpers.h"
 
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -7,27 +8,21 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 namespace fidfast::ops {
 
 namespace {
 
-constexpr int kThreads = 256;
-
-struct DivideBy255 {
-  __device__ float operator()(uint8_t p) const {
-    return unit(p);
-  }
-};
-
-// One thread per output pixel across the whole batch; each reads its image's meta row and
-// up to 4*C source bytes, and writes the 3 channels through the output strides
+// One thread per output pixel across the whole batch; each reads its image's meta row, its two
+// table rows and up to K*K*C source bytes, and writes the 3 channels through the output strides
 // (NCHW or channels_last).
-template <typename out_t>
+template <typename out_t, int K>
 __global__ void resize_normalize_kernel(
     const uint8_t* __restrict__ data,
     const int64_t* __restrict__ meta,
+    const int32_t* __restrict__ taps,
+    const float* __restrict__ weights,
+    int64_t k,
+    Normalization norm,
     int64_t n,
     int64_t size,
     out_t* __restrict__ out,
@@ -35,18 +30,19 @@ __global__ void resize_normalize_kernel(
     int64_t sc,
     int64_t sh,
     int64_t sw) {
-  const int64_t total = n * size * size;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  __shared__ float unit[256];  // p / divisor: the same division as the CPU kernel's table
+  for (int p = threadIdx.x; p < 256; p += blockDim.x) {
+    unit[p] = static_cast<float>(p) / norm.divisor;
+  }
+  __syncthreads();
+  FIDFAST_CUDA_1D_LOOP(idx, n * size * size) {
     const int64_t ox = idx % size;
     const int64_t oy = (idx / size) % size;
     const int64_t i = idx / (size * size);
-    const ImageMeta m = read_meta(meta + 4 * i);
-    const float scale_y = static_cast<float>(m.h) / static_cast<float>(size);
-    const float scale_x = static_cast<float>(m.w) / static_cast<float>(size);
+    const ImageMeta m = read_meta(meta + kMetaCols * i);
+    const int64_t y = (m.ytab + oy) * k, x = (m.xtab + ox) * k;
     float rgb[3];
-    resize_normalize_pixel(
-        data + m.offset, m, linear_tap(oy, m.h, scale_y), linear_tap(ox, m.w, scale_x), DivideBy255{}, rgb);
+    resize_normalize_pixel<K>(data + m.offset, m, taps + y, weights + y, taps + x, weights + x, k, unit, norm, rgb);
     out_t* o = out + i * sn + oy * sh + ox * sw;
     o[0] = static_cast<out_t>(rgb[0]);
     o[sc] = static_cast<out_t>(rgb[1]);
@@ -54,53 +50,71 @@ __global__ void resize_normalize_kernel(
   }
 }
 
-template <typename out_t>
-void launch(const at::Tensor& data, const at::Tensor& meta, int64_t size, at::Tensor& out) {
-  const int64_t n = meta.size(0);
-  const int64_t total = n * size * size;
-  // Grid-stride loop: cap the grid, any batch size still works.
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 16);
-  resize_normalize_kernel<out_t><<<static_cast<unsigned>(blocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      data.const_data_ptr<uint8_t>(),
-      meta.const_data_ptr<int64_t>(),
-      n,
-      size,
-      out.data_ptr<out_t>(),
-      out.stride(0),
-      out.stride(1),
-      out.stride(2),
-      out.stride(3));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+// A host tensor (checked there) copied to the device without waiting for it: pinned, as the
+// loader leaves meta and preprocess.py the tables, the copy overlaps queued work.
+at::Tensor on_device(const at::Tensor& host, const at::Device& device) {
+  return host.to(device, host.scalar_type(), /*non_blocking=*/true);
 }
 
 at::Tensor resize_normalize_cuda(
     const at::Tensor& data,
     const at::Tensor& meta,
+    const at::Tensor& taps,
+    const at::Tensor& weights,
+    double divisor,
+    double shift,
+    double scale,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
-  TORCH_CHECK(data.is_cuda() && (meta.is_cpu() || meta.device() == data.device()),
-              "resize_normalize: data must be on a CUDA device and meta on the CPU or the same device, got ",
-              data.device(), " and ", meta.device());
-  // The bounds check, which keeps the kernel from reading outside `data`, needs meta on the host.
-  // Given there (pinned, as the loader leaves it), it is checked before its copy to the device
-  // starts; given on the device, .cpu() waits for all work queued before it.
-  const at::Tensor meta_host = meta.is_cpu() ? meta.contiguous() : meta.cpu();
-  check_resize_normalize_args(data, meta_host, out_size, dtype);
+  TORCH_CHECK(data.is_cuda(), "resize_normalize: data must be on a CUDA device, got ", data.device());
+  for (const at::Tensor* t : {&meta, &taps, &weights}) {
+    TORCH_CHECK(t->is_cpu() || t->device() == data.device(),
+                "resize_normalize: meta and the tables must be on the CPU or on data's device, got ", t->device());
+  }
+  // The bounds checks, which keep the kernel from reading outside `data`, need meta and the tables
+  // on the host. Given there, they are checked before their copies start; given on the device,
+  // .cpu() waits for all work queued before it.
+  const at::Tensor meta_host = meta.cpu().contiguous();
+  const at::Tensor taps_host = taps.cpu().contiguous();
+  const at::Tensor weights_host = weights.cpu().contiguous();
+  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale)};
+  check_resize_normalize_args(data, meta_host, taps_host, weights_host, norm, out_size, dtype);
   c10::cuda::CUDAGuard guard(data.device());
-  const at::Tensor meta_c =
-      meta.is_cpu() ? meta_host.to(data.device(), at::kLong, /*non_blocking=*/true) : meta.contiguous();
+  const at::Tensor meta_d = meta.is_cpu() ? on_device(meta_host, data.device()) : meta.contiguous();
+  const at::Tensor taps_d = taps.is_cpu() ? on_device(taps_host, data.device()) : taps.contiguous();
+  const at::Tensor weights_d = weights.is_cpu() ? on_device(weights_host, data.device()) : weights.contiguous();
   at::Tensor out = at::empty(
-      {meta_c.size(0), 3, out_size, out_size},
+      {meta_d.size(0), 3, out_size, out_size},
       data.options().dtype(dtype),
       channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   if (out.numel() == 0) {
     return out;
   }
+  const int64_t total = meta_d.size(0) * out_size * out_size;
+  const auto launch = [&](auto tag) {
+    using out_t = decltype(tag);
+    const auto kernel = taps_d.size(1) == 2 ? resize_normalize_kernel<out_t, 2> : resize_normalize_kernel<out_t, 0>;
+    kernel<<<grid_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        data.const_data_ptr<uint8_t>(),
+        meta_d.const_data_ptr<int64_t>(),
+        taps_d.const_data_ptr<int32_t>(),
+        weights_d.const_data_ptr<float>(),
+        taps_d.size(1),
+        norm,
+        meta_d.size(0),
+        out_size,
+        out.data_ptr<out_t>(),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        out.stride(3));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
   if (dtype == at::kFloat) {
-    launch<float>(data, meta_c, out_size, out);
+    launch(float{});
   } else {
-    launch<at::Half>(data, meta_c, out_size, out);
+    launch(at::Half{});
   }
   return out;
 }

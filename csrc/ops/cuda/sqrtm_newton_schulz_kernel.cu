@@ -1,4 +1,5 @@
 #include "../sqrtm_newton_schulz_math.h"
+#include "cuda_helpers.h"
 
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -6,23 +7,14 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 namespace fidfast::ops {
 
 namespace {
 
-constexpr int kThreads = 256;     // a power of two: residual_sq_kernel halves it in its reduction
 constexpr int64_t kMaxBlocks = 1024;  // fixed partial count for the residual: same sum every run
 
-unsigned grid_for(int64_t total) {
-  return static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
 __global__ void make_t_kernel(double* __restrict__ zy, int64_t d) {
-  const int64_t total = d * d;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  FIDFAST_CUDA_1D_LOOP(k, d * d) {
     zy[k] = ns_t_entry(zy[k], k / d == k % d);
   }
 }
@@ -36,8 +28,7 @@ __global__ void residual_sq_kernel(
     double* __restrict__ partial) {
   __shared__ double buf[kThreads];
   double sum = 0.0;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  FIDFAST_CUDA_1D_LOOP(k, total) {
     sum += ns_residual_sq(y2[k], a[k], s);
   }
   buf[threadIdx.x] = sum;
@@ -55,13 +46,13 @@ __global__ void residual_sq_kernel(
 
 void make_t(at::Tensor& zy) {
   const int64_t d = zy.size(0);
-  make_t_kernel<<<grid_for(d * d), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(zy.data_ptr<double>(), d);
+  make_t_kernel<<<grid_for(d * d, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(zy.data_ptr<double>(), d);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 double residual_sq(const at::Tensor& y2, const at::Tensor& a, double s) {
   const int64_t total = a.numel();
-  const unsigned blocks = grid_for(total);
+  const unsigned blocks = grid_for(total, kMaxBlocks);
   at::Tensor partial = at::empty({blocks}, a.options());
   residual_sq_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       y2.const_data_ptr<double>(), a.const_data_ptr<double>(), s, total, partial.data_ptr<double>());
@@ -69,7 +60,7 @@ double residual_sq(const at::Tensor& y2, const at::Tensor& a, double s) {
   return partial.sum().item<double>();
 }
 
-std::tuple<at::Tensor, double, int64_t> sqrtm_newton_schulz_cuda(const at::Tensor& a, int64_t max_iter, double tol) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz_cuda(const at::Tensor& a, int64_t max_iter, double tol) {
   TORCH_CHECK(a.is_cuda(), "sqrtm_newton_schulz: expected a CUDA tensor");
   c10::cuda::CUDAGuard guard(a.device());
   return newton_schulz(a, max_iter, tol, make_t, residual_sq);

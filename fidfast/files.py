@@ -1,0 +1,84 @@
+"""Files fidfast writes: its cache folder, and writes that a reader sees whole or not at all.
+
+One atomic write (a temporary file in the same folder, then a rename) serves every file fidfast
+writes: converted weights and the compiled network (with a SHA-256 sidecar checked on every use),
+statistics files and statistics cache entries (with the permissions a plain write would give).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+log = logging.getLogger("fidfast")
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/fidfast`` (default ``~/.cache/fidfast``), read from the environment at each call."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fidfast"
+
+
+# Digests already computed in this process, by (path, size, mtime, algorithm): hashing the 91 MB
+# weights file takes ~0.2 s, and a run asks for it more than once.
+_digests: Dict[Tuple[str, int, int, str], str] = {}
+
+
+def file_digest(path: os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (memoised per process while its size and mtime stay the same)."""
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns, algorithm)
+    if key not in _digests:
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: bool = False) -> Path:
+    """``write(tmp_path)``, then rename the result to ``dst``: a reader sees the old file, the new
+    one, or none, never a partial one. The file gets the permissions a plain write would (mkstemp
+    alone makes it private). With ``sidecar``, ``dst.sha256`` holds its SHA-256, renamed into place
+    first, so that :func:`is_intact` rejects a half-replaced pair. Returns ``dst`` as a Path."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".tmp")
+    os.close(fd)
+    leftovers = [tmp, tmp + ".sha256"]
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if sidecar:
+            Path(tmp + ".sha256").write_text(file_digest(tmp))
+            os.replace(tmp + ".sha256", _sidecar(dst))
+        os.replace(tmp, dst)
+    finally:
+        for leftover in leftovers:
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return dst
+
+
+def is_intact(path: Path) -> bool:
+    """True when ``path`` and its SHA-256 sidecar (from ``atomic_write(sidecar=True)``) exist and agree."""
+    sidecar = _sidecar(path)
+    if not (path.is_file() and sidecar.is_file()):
+        return False
+    if file_digest(path) == sidecar.read_text().strip():
+        return True
+    log.warning("fidfast: ignoring corrupt cache file %s", path)
+    return False

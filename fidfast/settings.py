@@ -1,0 +1,132 @@
+"""How features are computed: one keyword-only, validated settings object, built at each API edge.
+
+The command line, :func:`fidfast.compute_stats`, :class:`fidfast.FID` and the drop-in build a
+:class:`Settings` before any file is listed, so a bad value is refused at once; the stages below take
+it as it is. Values are resolved when it is built (``device=None`` → the default device,
+``precision="auto"`` → fp16 on CUDA, fp32 elsewhere, batch size and workers by device); the weights
+are resolved on first use, once (two statistics files need none).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from fidfast import distributed, launch
+from fidfast.errors import FidfastError
+from fidfast.network import DIMS
+from fidfast.weights import Weights, resolve_weights
+
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    """None → the default device (:func:`fidfast.launch.default_device`); a CUDA device that does not
+    exist is a user error; ``cuda`` is pinned to the current CUDA device."""
+    if device is None:
+        device = launch.default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise FidfastError(f"--device {device!r}: not a device (try cpu, cuda or cuda:0)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FidfastError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FidfastError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if dev.index is None:  # pinned now: the cached model and later batches must agree after set_device
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type != "cpu":
+        raise FidfastError(f"--device {device}: fidfast runs on cpu or cuda")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is fp16 on CUDA and fp32 elsewhere; fp16 needs CUDA."""
+    if precision not in PRECISIONS:
+        raise FidfastError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise FidfastError("--precision fp16 needs a CUDA device (fp16 convolutions on CPU are slow and "
+                           "not what FID tools compare against); use fp32 or auto")
+    return precision
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 500 if device.type == "cuda" else 50
+
+
+def default_num_workers() -> int:
+    """Decoding processes: min(8, the CPUs this process may use)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return min(8, cpus)
+
+
+def _whole(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FidfastError(f"--{name.replace('_', '-')} must be a whole number ≥ {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything that says how features are computed, validated and resolved when built.
+
+    Args (all keyword-only; each has a default):
+        dims: feature dims, 64, 192, 768 or 2048 (pool3, the standard FID).
+        device: ``cpu``, ``cuda`` or ``cuda:N``; None = CUDA when available (``cuda:LOCAL_RANK`` under
+            torchrun), else the CPU.
+        precision: ``auto`` (fp16 on CUDA, fp32 elsewhere), ``fp32`` (pytorch-fid's numbers) or ``fp16``.
+        weights: the FID Inception weights file (None: resolved as README's "Weights" says).
+        batch_size: images per batch (None: 500 on CUDA, 50 on the CPU).
+        num_workers: decoding processes (None: min(8, CPUs); 0 decodes in this process).
+        skip_bad_images: skip unreadable images (counted, warned about) instead of stopping.
+        progress: a progress line on stderr (None: when stderr is a terminal, on rank 0 only).
+        cache: read and write the statistics cache.
+        recursive: read the images in a folder's subfolders too.
+    """
+
+    dims: int = 2048
+    device: torch.device = None
+    precision: str = "auto"
+    weights: Optional[str] = None
+    batch_size: int = None
+    num_workers: int = None
+    skip_bad_images: bool = False
+    progress: bool = None
+    cache: bool = True
+    recursive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dims not in DIMS:
+            raise FidfastError(f"--dims must be one of {', '.join(map(str, DIMS))}, got {self.dims!r}")
+        device = resolve_device(self.device)
+        set_ = functools.partial(object.__setattr__, self)
+        set_("device", device)
+        set_("precision", resolve_precision(self.precision, device))
+        set_("batch_size", default_batch_size(device) if self.batch_size is None
+             else _whole("batch_size", self.batch_size, 1))
+        set_("num_workers", default_num_workers() if self.num_workers is None
+             else _whole("num_workers", self.num_workers, 0))
+        if self.progress is None:
+            set_("progress", sys.stderr.isatty() and distributed.is_primary())
+        if self.weights is not None and not isinstance(self.weights, (str, os.PathLike, Weights)):
+            raise FidfastError(f"weights must be a path, got {type(self.weights).__name__}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's dtype."""
+        return torch.float16 if self.precision == "fp16" else torch.float32
+
+    @functools.cached_property
+    def inception_weights(self) -> Weights:
+        """The FID Inception weights, resolved on first use and then kept (a value, passed down)."""
+        return resolve_weights(self.weights)
