@@ -1,0 +1,210 @@
+"""The report of bench_fid.py: issue #4's targets, the markdown tables, and the PNG chart of per-stage
+throughput that is written beside them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from core import DIMS, fmt_num
+
+# Targets of issue #4: (what, goal). CPU ones are for 120 PNGs of 256² on 2 cores; GPU ones for an H100
+# with N ≥ 10k JPEGs of 256².
+CPU_TARGETS = {"stats_speedup": 2.0, "e2e_speedup": 4.0}
+GPU_TARGETS = {"model_images_per_s": 20_000.0, "e2e_images_per_s": 10_000.0, "e2e_speedup": 15.0}
+
+
+# -- targets --------------------------------------------------------------------------------------
+
+def target_status(value: Optional[float], goal: float) -> str:
+    if value is None:
+        return "not measured"
+    if value >= goal:
+        return f"met ({value / goal:.2f}× the goal)"
+    return f"missed by {100 * (1 - value / goal):.0f}%"
+
+
+def evaluate_targets(results: dict) -> List[dict]:
+    """Issue #4's targets, each with whether this run's conditions are the ones the target is set for."""
+    cfg, machine = results["config"], results["machine"]
+    cases, stages = results["command_lines"], results.get("stages") or {}
+    sizes_ok = cfg["size"] == 256 and cfg["folders"] is None
+
+    def speedup(case: str, variant: str) -> Optional[float]:
+        return ((cases.get(case) or {}).get("summary") or {}).get(variant, {}).get("speedup")
+
+    rows = []
+    if cfg["device"] == "cpu":
+        cond = sizes_ok and cfg["images"] == 120 and cfg["format"] == "png" and machine["cpu_cores_usable"] == 2
+        why = "120 PNGs of 256² on a 2-core CPU"
+        for key, label, case in (("stats_speedup", "one folder's statistics, speedup over pytorch-fid", "stats"),
+                                 ("e2e_speedup", "end to end (2 folders, dims 2048), speedup over pytorch-fid",
+                                  "e2e")):
+            value = speedup(case, "fidfast fp32")
+            rows.append({"target": label, "goal": CPU_TARGETS[key], "unit": "×", "value": value,
+                         "status": target_status(value, CPU_TARGETS[key]), "conditions": why,
+                         "conditions_met": cond})
+        return rows
+    gpu = (machine.get("gpu") or {}).get("name", "")
+    cond = sizes_ok and "H100" in gpu and cfg["images"] >= 10_000 and cfg["format"] == "jpg"
+    why = "an H100, N ≥ 10k JPEGs of 256²"
+    model = (stages.get("model fp16") or {}).get("images_per_s")
+    e2e = ((cases.get("e2e") or {}).get("summary") or {}).get("fidfast fp16", {})
+    for key, label, value, unit in (
+            ("model_images_per_s", "model alone (fp16, batch 500)", model, "images/s"),
+            ("e2e_images_per_s", "end to end (fidfast fp16)", e2e.get("images_per_s"), "images/s"),
+            ("e2e_speedup", "end to end, speedup over pytorch-fid (fidfast fp16)", e2e.get("speedup"), "×")):
+        rows.append({"target": label, "goal": GPU_TARGETS[key], "unit": unit, "value": value,
+                     "status": target_status(value, GPU_TARGETS[key]), "conditions": why, "conditions_met": cond})
+    return rows
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def fmt_rate(entry: Optional[dict]) -> str:
+    return "—" if not entry else f"{entry['images_per_s']:,.1f} img/s"
+
+
+CASE_TITLES = {"stats": "one folder's statistics", "e2e": f"end to end, two folders, dims {DIMS}"}
+
+
+def render_markdown(results: dict) -> str:
+    """The results as markdown: the machine, the command lines side by side, the stages, the targets."""
+    parts = [render_header(results), render_command_lines(results)]
+    if results.get("stages"):
+        parts.append(render_stages(results["stages"]))
+    parts.append(render_targets(results["targets"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_header(results: dict) -> str:
+    cfg, m = results["config"], results["machine"]
+    gpu = m.get("gpu")
+    commit = (m["git_commit"] or "unknown")[:10] + (" + uncommitted changes" if m["git_dirty"] else "")
+    return "\n".join([
+        f"## fidfast vs pytorch-fid {m['packages']['pytorch-fid']}: {results['device_kind']}, {results['date']}",
+        "",
+        "Machine: " + (f"{gpu['name']} ({gpu['memory_gib']} GiB), " if gpu else "")
+        + f"{m['cpu']}, {m['cpu_cores_usable']} usable cores, {m['ram_gib']} GiB RAM; load average "
+        f"{m['load_average_at_start'][0]:.2f} at the start, {m['load_average_at_end'][0]:.2f} at the end. "
+        f"torch {m['torch']}" + (f" (CUDA {m['torch_cuda_build']})" if gpu else "") + f", Python {m['python']}; "
+        f"fidfast native ops: CPU {m['fidfast']['native_cpu']}, CUDA {m['fidfast']['native_cuda']}; commit {commit}.",
+        "",
+        f"Images: {cfg['image_description']}. Both tools run with their default `--num-workers` "
+        f"({results['num_workers']} here) and batch size (pytorch-fid 50, fidfast {results['fidfast_batch_size']}); "
+        f"each command is a fresh process (imports and model build count); medians of {cfg['repeat']} "
+        "interleaved round(s).",
+    ])
+
+
+def render_command_lines(results: dict) -> str:
+    lines = ["| run | tool | seconds | CPU s | images/s | speedup | FID | FID rel. diff | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for case, data in results["command_lines"].items():
+        for name, s in data["summary"].items():
+            notes = [s["problem"]] if s["problem"] else []
+            agree = data["stats_agreement"].get(name)
+            if agree:
+                notes.append(f"statistics vs pytorch-fid's: mu rel. diff {agree['mu_rel_diff']:.1e}, "
+                             f"sigma {agree['sigma_rel_diff']:.1e}")
+            speedup = "1 (ref.)" if name == "pytorch-fid" else (f"{s['speedup']:.2f}×" if s["speedup"] else "—")
+            lines.append(f"| {CASE_TITLES[case]} ({data['n_images']} images) | {name} | {s['seconds']:.2f} | "
+                         f"{s['cpu_seconds']:.1f} | {s['images_per_s']:,.1f} | {speedup} | {fmt_num(s['fid'], 8)} | "
+                         f"{fmt_num(s['fid_rel_diff'], 2)} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def render_stages(stages: dict) -> str:
+    pf = stages.get("pytorch-fid") or {}
+    lines = [f"Stages, in-process, each timed alone on the same images of the first folder (fidfast batch "
+             f"{stages['batch_size']}; median of {stages['repeat']} passes after a warm-up):", "",
+             "| stage | fidfast | pytorch-fid | images | note |", "| --- | ---: | ---: | ---: | --- |"]
+
+    def row(stage: str, ours: Optional[dict], theirs: Optional[dict], note: str) -> None:
+        n = (ours or theirs or {}).get("images", "")
+        lines.append(f"| {stage} | {fmt_rate(ours) if ours else '—'} | {fmt_rate(theirs)} | {n} | {note} |")
+
+    row("decode (loader alone)", stages["decode"], pf.get("decode"),
+        f"{stages['decode']['workers']} worker processes, their start-up included; pytorch-fid's ends in "
+        "float tensors (ToTensor)")
+    row("decode (main process only)", stages["decode (main process only)"], None, "num_workers=0: one core")
+    t = stages["transfer"]
+    row("transfer host→device", t, None, f"{t['gb_per_s']:.1f} GB/s, packed uint8" if t else "CPU: nothing to copy")
+    for key, e in stages.items():
+        if key.startswith("preprocess "):
+            row(f"{key} (resize_normalize)", e, None, "pytorch-fid resizes inside its model")
+        elif key.startswith("model "):
+            theirs = pf.get("model") if key == "model fp32" else None
+            note = (f"batch {e['batch_size']}; build {e['build_seconds']:.1f} s, first call "
+                    f"{e['first_call_seconds']:.1f} s")
+            if theirs:
+                note += (f"; pytorch-fid: eager, batch {theirs['batch_size']}, its resize included, build "
+                         f"{theirs['build_seconds']:.1f} s")
+            row(f"{key} (compiled Inception)", e, theirs, note)
+        elif key.startswith("statistics "):
+            row(f"{key} (FeatureStats.update)", e, pf.get("statistics") if key == "statistics fp32" else None,
+                "pytorch-fid: np.mean + np.cov of all its features")
+    lines += ["", "| Fréchet distance, d = 2048 | method | seconds | FID | rel. diff to fidfast auto |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for key in ("frechet", "frechet (singular)"):
+        for method, e in (stages.get(key) or {}).items():
+            if method == "inputs":
+                continue
+            seconds = f"{e['seconds']:.2f}" + (f" ({e['problem']})" if e.get("problem") else "")
+            lines.append(f"| {stages[key]['inputs']} | {method} | {seconds} | {fmt_num(e.get('fid'), 8)} | "
+                         f"{fmt_num(e.get('rel_diff_to_auto'), 2)} |")
+    return "\n".join(lines)
+
+
+def render_targets(targets: List[dict]) -> str:
+    lines = ["Targets (issue #4):", "", "| target | goal | measured | status | conditions |",
+             "| --- | ---: | ---: | --- | --- |"]
+    for t in targets:
+        if t["value"] is None:
+            measured = "—"
+        else:
+            measured = f"{t['value']:.2f}×" if t["unit"] == "×" else f"{t['value']:,.0f} {t['unit']}"
+        goal = f"≥ {t['goal']:g}×" if t["unit"] == "×" else f"≥ {t['goal']:,.0f} {t['unit']}"
+        lines.append(f"| {t['target']} | {goal} | {measured} | {t['status']} | {t['conditions']}: "
+                     f"{'yes' if t['conditions_met'] else 'NO, indicative only'} |")
+    return "\n".join(lines)
+
+
+def stage_rates(stages: dict) -> List[tuple]:
+    """(stage, fidfast images/s, pytorch-fid images/s or None) for the chart."""
+    pf = stages.get("pytorch-fid") or {}
+    rows = [("decode", stages["decode"]["images_per_s"], (pf.get("decode") or {}).get("images_per_s"))]
+    if stages.get("transfer"):
+        rows.append(("transfer", stages["transfer"]["images_per_s"], None))
+    for key, entry in stages.items():
+        for stage, theirs in (("preprocess", None), ("model", "model"), ("statistics", "statistics")):
+            if key.startswith(stage + " "):
+                ref = (pf.get(theirs) or {}).get("images_per_s") if theirs and key.endswith("fp32") else None
+                rows.append((key, entry["images_per_s"], ref))
+    return rows
+
+
+def draw_stage_chart(results: dict, path: Path) -> None:
+    """A horizontal bar chart (log scale) of each stage's throughput, fidfast beside pytorch-fid."""
+    import matplotlib.pyplot as plt
+
+    rows = stage_rates(results["stages"])
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    y = list(range(len(rows)))
+    ax.barh([i + 0.2 for i in y], [r[1] for r in rows], height=0.4, label="fidfast", color="#1f77b4")
+    ax.barh([i - 0.2 for i in y], [r[2] or 0 for r in rows], height=0.4, label="pytorch-fid 0.3.0",
+            color="#ff7f0e")
+    for i, (_, ours, theirs) in enumerate(rows):
+        ax.text(ours, i + 0.2, f" {ours:,.0f}", va="center", fontsize=8)
+        if theirs:
+            ax.text(theirs, i - 0.2, f" {theirs:,.0f}", va="center", fontsize=8)
+    ax.set_yticks(y, [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("images/s (log scale)")
+    machine = results["machine"]
+    where = (machine["gpu"] or {}).get("name") or f"{machine['cpu']}, {machine['cpu_cores_usable']} cores"
+    ax.set_title(f"Per-stage throughput, {where}, {results['date']}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
