@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -66,7 +67,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--skip-stages", action="store_true", help="command lines only")
     p.add_argument("--skip-sqrtm", action="store_true",
                    help="skip the scipy sqrtm Fréchet timings (tens of seconds each on a CPU)")
+    p.add_argument("--from-json", type=Path, metavar="RESULTS",
+                   help="measure nothing: write the markdown and chart of a results file again, beside it")
     return p.parse_args(argv)
+
+
+def write_report(results: dict, out: Path, stem: str) -> str:
+    """The results' JSON, markdown and chart under ``out``; returns the markdown."""
+    table = render_markdown(results)
+    chart = (lambda path: draw_stage_chart(results, path)) if results.get("stages") else None
+    write_results(stem, results, table, out, chart)
+    return table
 
 
 def input_folders(args: argparse.Namespace) -> Tuple[Path, Path, str]:
@@ -82,6 +93,11 @@ def input_folders(args: argparse.Namespace) -> Tuple[Path, Path, str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        results["targets"] = evaluate_targets(results)
+        print(write_report(results, args.from_json.parent, args.from_json.stem))
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_fid: --device cuda, but CUDA is not available here")
@@ -128,10 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["targets"] = evaluate_targets(results)
     stem = f"fid_{results['device_kind']}_{results['date'].replace('-', '')}" + (f"_{args.tag}" if args.tag else "")
-    table = render_markdown(results)
-    chart = (lambda path: draw_stage_chart(results, path)) if results.get("stages") else None
-    write_results(stem, results, table, args.out, chart)
-    print(table)
+    print(write_report(results, args.out, stem))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def target_status(value: Optional[float], goal: float) -> str:
         return "not measured"
     if value >= goal:
         return f"met ({value / goal:.2f}× the goal)"
-    return f"missed by {100 * (1 - value / goal):.0f}%"
+    short = 100 * (1 - value / goal)
+    return f"missed by {short:.1f}%" if short < 10 else f"missed by {short:.0f}%"
 
 
 def evaluate_targets(results: dict) -> List[dict]:
@@ -200,11 +201,12 @@ def draw_stage_chart(results: dict, path: Path) -> None:
     ax.set_yticks(y, [r[0] for r in rows])
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(right=4 * max(max(r[1], r[2] or 0) for r in rows))  # room for the labels
     ax.set_xlabel("images/s (log scale)")
     machine = results["machine"]
     where = (machine["gpu"] or {}).get("name") or f"{machine['cpu']}, {machine['cpu_cores_usable']} cores"
     ax.set_title(f"Per-stage throughput, {where}, {results['date']}", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(rows)), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
