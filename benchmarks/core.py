@@ -100,17 +100,11 @@ def warm_disk_cache(folders: Sequence[Path]) -> int:
 
 
 def install_pytorch_fid_weights(torch_home: Path) -> Path:
-    """fidfast's converted weights where pytorch-fid looks for its download; its unused fc layer is NaN."""
-    from fidfast.files import atomic_write
-    from fidfast.weights import PYTORCH_FID_FILE, resolve_weights
+    """fidfast's converted weights where pytorch-fid looks for its download (under ``torch_home``)."""
+    from fidfast.weights import PYTORCH_FID_FILE, save_for_pytorch_fid
 
     dst = torch_home / "hub" / "checkpoints" / PYTORCH_FID_FILE
-    if not dst.exists():
-        state = dict(resolve_weights().state_dict())
-        state["fc.weight"] = torch.full((1008, 2048), float("nan"))
-        state["fc.bias"] = torch.full((1008,), float("nan"))
-        atomic_write(dst, lambda tmp: torch.save(state, tmp))
-    return dst
+    return dst if dst.exists() else save_for_pytorch_fid(dst)
 
 
 # -- the machine ----------------------------------------------------------------------------------

@@ -4,13 +4,18 @@ The key hashes everything that changes the numbers: each image's path (as the OS
 modification time, the weights' digest, dims, precision, device type and the preprocessing version.
 Entries are ``$XDG_CACHE_HOME/fidfast/stats/<key>.npz``, written atomically (write, then rename), so
 concurrent runs at worst compute the same entry twice. Off with ``--no-cache`` / ``cache=False``.
+
+The cache is bounded: when its entries exceed ``FIDFAST_CACHE_SIZE`` (bytes, or with a K/M/G/T suffix;
+default 4G, about 120 entries at dims 2048; ``0`` turns the cache off), the least recently used go.
+``fidfast --cache-info`` and ``--clear-cache`` show and empty it (:func:`info`, :func:`clear`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from fidfast.errors import FidfastError
 from fidfast.files import cache_dir
@@ -20,6 +25,21 @@ from fidfast.stats import FeatureStats
 
 # Bump when preprocessing changes the features (decode, resize or normalisation).
 PREPROCESS_VERSION = 1
+DEFAULT_SIZE = "4G"
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def size_limit() -> int:
+    """The cache's bound in bytes, from ``FIDFAST_CACHE_SIZE`` (0: no cache)."""
+    text = os.environ.get("FIDFAST_CACHE_SIZE", DEFAULT_SIZE).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE)
+    if not match:
+        raise FidfastError(f"FIDFAST_CACHE_SIZE={text!r}: expected a size in bytes such as 4G, 500M or 0 (off)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def stats_dir() -> Path:
+    return cache_dir() / "stats"
 
 
 def _stat_line(path: Path) -> bytes:
@@ -48,21 +68,76 @@ def stats_key(refs: Sequence[ImageRef], settings: Settings) -> str:
 
 
 def stats_path(key: str) -> Path:
-    return cache_dir() / "stats" / f"{key}.npz"
+    return stats_dir() / f"{key}.npz"
 
 
 def load(key: str) -> Optional[FeatureStats]:
+    """The entry, or None; a hit counts as a use (least recently used entries go first)."""
     path = stats_path(key)
     if not path.is_file():
         return None
     try:
-        return FeatureStats.load(path)
+        stats = FeatureStats.load(path)
     except FidfastError:  # a damaged entry is recomputed, not fatal
         return None
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+    return stats
 
 
 def store(key: str, stats: FeatureStats) -> None:
+    """Write the entry, then remove the least recently used ones beyond :func:`size_limit`."""
     try:
         stats.save(stats_path(key))
+        _evict(size_limit(), keep=stats_path(key))
     except OSError:  # a read-only cache must not fail the run
         pass
+
+
+def entries() -> List[Path]:
+    """The entries, least recently used first."""
+    found = []
+    for path in stats_dir().glob("*.npz"):
+        try:
+            found.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:  # removed meanwhile by another run
+            continue
+    return [path for _, path in sorted(found)]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _evict(limit: int, keep: Optional[Path] = None) -> None:
+    paths = entries()
+    total = sum(_size(p) for p in paths)
+    for path in paths:  # oldest first; the entry just written goes last, and only if it alone is too big
+        if total <= limit:
+            return
+        if path == keep and len(paths) > 1:
+            continue
+        total -= _size(path)
+        path.unlink(missing_ok=True)
+    if keep is not None and total > limit:
+        keep.unlink(missing_ok=True)
+
+
+def info() -> dict:
+    """Where the cache is, how many entries and bytes it holds, and its bound."""
+    paths = entries()
+    return {"path": str(stats_dir()), "entries": len(paths), "bytes": sum(_size(p) for p in paths),
+            "limit_bytes": size_limit()}
+
+
+def clear() -> dict:
+    """Remove every entry; returns what was removed (entries, bytes)."""
+    removed = info()
+    for path in entries():
+        path.unlink(missing_ok=True)
+    return {"path": removed["path"], "entries": removed["entries"], "bytes": removed["bytes"]}

@@ -1,6 +1,8 @@
 """``fidfast PATH1 PATH2``: pytorch-fid's command line, plus --json, --precision, --weights and friends.
 
 User errors print one line (``fidfast: error: ...``) on stderr and exit with code 2, never a traceback.
+Under torchrun only rank 0 speaks (result, warnings, --verbose, errors), except for a failure of one
+rank's own images, which that rank reports, naming itself.
 """
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import List, Optional
 
-from fidfast import backend_info, distributed, launch
-from fidfast.errors import FidfastError
+from fidfast import backend_info, cache, distributed, launch
+from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
 from fidfast.metrics import check_kid_options, kernel_inception_distance
 from fidfast.network import DIMS
-from fidfast.pipeline import features, statistics, statistics_pair
+from fidfast.pipeline import check_fid_input, features, statistics, statistics_pair
 from fidfast.settings import PRECISIONS, Settings
+from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
 from fidfast.stats import npz_path
 
 EXIT_USAGE = 2
@@ -41,15 +45,18 @@ class _Help(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fidfast", description="Fréchet Inception Distance between two folders of images or "
+    p = _Parser(prog="fidfast", description="Fréchet Inception Distance between two sets of images or "
                 "statistics files, with pytorch-fid's numbers in fp32.", formatter_class=_Help)
-    p.add_argument("path", nargs="*", help="two folders of images or .npz statistics files "
-                   "(with --save-stats: the input folder, then the .npz to write)")
+    p.add_argument("path", nargs="*", help="two inputs, each a folder of images, an .npz statistics file, an "
+                   f"archive ({' '.join(ARCHIVE_SUFFIXES)}) or a file list ({' '.join(FILE_LIST_SUFFIXES)}: "
+                   "one image path a line); with --save-stats: the images, then the .npz to write. Paths may "
+                   "come before, between or after the options")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 500 on CUDA, 50 on CPU)")
     p.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: min(8, CPUs))")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--dims", type=int, default=2048, choices=DIMS,
-                   help="Inception feature dims (2048 = pool3, the standard FID)")
+    p.add_argument("--dims", type=int, default=None, choices=DIMS,
+                   help="Inception feature dims, 2048 = pool3, the standard FID (default: 2048, or a statistics "
+                   "file's own dims)")
     p.add_argument("--save-stats", action="store_true", help="write the statistics of the first path to the second")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = fp16 on CUDA, fp32 on CPU; fp32 reproduces pytorch-fid")
@@ -60,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
+    p.add_argument("--cache-info", action="store_true", help="show where the statistics cache is and its size, "
+                   "then exit (FIDFAST_CACHE_SIZE bounds it)")
+    p.add_argument("--clear-cache", action="store_true", help="empty the statistics cache, then exit")
     p.add_argument("--recursive", action="store_true", help="also read images in subfolders")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted and reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -69,20 +79,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def say(line: str) -> None:
-    """One line on stderr. A file name that is not valid UTF-8 (held with surrogate escapes) is written as
-    the bytes the OS gave, as ``ls`` writes it."""
-    stream = sys.stderr
+def say(line: str, stream=None) -> None:
+    """One line on ``stream`` (default stderr). A file name that is not valid UTF-8 (held with surrogate
+    escapes) is written as the bytes the OS gave, as ``ls`` writes it; a character the stream's encoding
+    lacks, as an escape."""
+    stream = stream or sys.stderr
+    encoding = stream.encoding or "utf-8"
     try:
-        stream.flush()
-        stream.buffer.write((line + "\n").encode(stream.encoding or "utf-8", "surrogateescape"))
-        stream.buffer.flush()
-    except (AttributeError, UnicodeEncodeError):  # no byte buffer (captured), or not representable
-        stream.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+        data = (line + "\n").encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        data = (line + "\n").encode(encoding, "backslashreplace")
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text-only stream (captured output)
+        stream.write(data.decode(encoding, "replace"))
+        return
+    stream.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
+def _rank() -> int:
+    """This process's rank: the process group's, or before one is joined, torchrun's ``RANK``."""
+    if launch.group_world_size() > 1:
+        return distributed.rank()
+    try:
+        return int(os.environ.get("RANK") or 0)
+    except ValueError:
+        return 0
 
 
 def _setup_messages(verbose: bool) -> None:
     def show(message, category, filename, lineno, file=None, line=None):
+        if _rank() != 0:
+            return
         text = str(message)
         say(text if text.startswith("fidfast") else f"fidfast: warning: {text}")
 
@@ -91,7 +120,7 @@ def _setup_messages(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("fidfast")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.setLevel(logging.DEBUG if verbose and _rank() == 0 else logging.WARNING)
     logger.propagate = False
 
 
@@ -102,20 +131,45 @@ def _version(weights: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+def _cache_command(args: argparse.Namespace) -> None:
+    found = cache.clear() if args.clear_cache else cache.info()
+    if args.json:
+        print(json.dumps(found))
+    elif args.clear_cache:
+        say(f"removed {found['entries']} statistics cache entries ({found['bytes'] / 2**20:.1f} MiB) from "
+            f"{found['path']}", sys.stdout)
+    else:
+        say(f"statistics cache: {found['path']}: {found['entries']} entries, {found['bytes'] / 2**20:.1f} MiB "
+            f"of {found['limit_bytes'] / 2**30:.2f} GiB (FIDFAST_CACHE_SIZE)", sys.stdout)
+
+
+def _check_output(args: argparse.Namespace) -> Path:
+    """The .npz that --save-stats writes: not an existing file, a folder or the input."""
+    given = Path(args.path[1])
+    if given.is_dir():
+        raise FidfastError(f"{given}: is a folder; --save-stats writes the statistics of {args.path[0]} to a "
+                           "file: name an .npz (to compare two inputs, leave out --save-stats)")
+    output = npz_path(given)
+    if output.exists():
+        raise FidfastError(f"{output}: output file exists; not overwriting it")
+    return output
+
+
 def run(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     _setup_messages(args.verbose)
     if args.version:
-        print(_version(args.weights))
+        say(_version(args.weights), sys.stdout)
+        return 0
+    if args.cache_info or args.clear_cache:
+        _cache_command(args)
         return 0
     if len(args.path) != 2:
         raise FidfastError(f"expected 2 paths, got {len(args.path)} (fidfast PATH1 PATH2; see --help)")
     for p in args.path[: 1 if args.save_stats else 2]:
         if not os.path.exists(p):
             raise FidfastError(f"{p}: no such file or folder")
-    output = npz_path(args.path[1]) if args.save_stats else None
-    if output is not None and output.exists():
-        raise FidfastError(f"{output}: output file exists; not overwriting it")
+    output = _check_output(args) if args.save_stats else None
     check_kid_options(args.kid_subsets, args.kid_subset_size)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = sorted(set(metrics) - {"fid", "kid"})
@@ -130,19 +184,25 @@ def run(argv: Optional[List[str]] = None) -> int:
     primary = distributed.is_primary()  # only rank 0 prints or writes files
     if args.save_stats:
         if not args.json and primary:
-            print(f"Saving statistics for {args.path[0]}")
+            say(f"Saving statistics for {args.path[0]}", sys.stdout)
         stats = statistics(args.path[0], settings)
         if not primary:
             return 0
-        stats.save(output)
+        try:
+            stats.save(output, exclusive=True)
+        except FileExistsError:
+            raise FidfastError(f"{output}: another run wrote this file meanwhile; not overwriting it") from None
         if args.json:
-            print(json.dumps({"saved": str(output), "dims": args.dims, "n_images": stats.n,
+            print(json.dumps({"saved": str(output), "dims": stats.dims, "n_images": stats.n,
                               "skipped": int(stats.meta.get("skipped", 0))}))
         return 0
 
     kid = None
     if "kid" in metrics:
         (s1, f1), (s2, f2) = (features(p, settings) for p in args.path)
+        if "fid" in metrics:
+            for s, p in ((s1, args.path[0]), (s2, args.path[1])):
+                check_fid_input(s, p)
         kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
     else:
         s1, s2 = statistics_pair(*args.path, settings)
@@ -162,9 +222,9 @@ def run(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(result))
         return 0
     if "fid" in result:
-        print("FID: ", result["fid"])
+        say(f"FID:  {result['fid']}", sys.stdout)
     if kid is not None:
-        print(f"KID:  {kid[0]} ± {kid[1]}")
+        say(f"KID:  {kid[0]} ± {kid[1]}", sys.stdout)
     return 0
 
 
@@ -172,13 +232,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         code = run(argv)
     except FidfastError as exc:
-        say(f"fidfast: error: {exc}")
+        if _rank() == 0 or isinstance(exc, RankError):  # the others' errors repeat rank 0's, or follow from it
+            say(f"fidfast: error: {exc}")
         code = EXIT_USAGE
     except KeyboardInterrupt:
-        say("fidfast: interrupted")
+        if _rank() == 0:
+            say("fidfast: interrupted")
         code = 130
     except (OSError, MemoryError) as exc:
-        say(f"fidfast: error: {exc.__class__.__name__}: {exc}")
+        say(f"fidfast: error: {'' if _rank() == 0 else f'rank {_rank()}: '}{exc.__class__.__name__}: {exc}")
         code = EXIT_USAGE
     sys.exit(code)
 

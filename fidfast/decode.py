@@ -7,9 +7,15 @@ PIL's ``convert('RGB')`` (pytorch-fid's), except 16-bit greyscale, which is scal
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
+import shutil
 import tarfile
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -20,7 +26,7 @@ from PIL import Image
 from fidfast.errors import FidfastError
 from fidfast.preprocess import PackedBatch, pack
 from fidfast.settings import Settings
-from fidfast.sources import ImageRef, ref_name
+from fidfast.sources import ImageRef, is_zip, ref_name
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
@@ -57,12 +63,14 @@ def _decode_to_result(source, name: str) -> Decoded:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Decodes image i (a file or a zip member); a failure is returned, not raised, so the batch can
-    report or skip it. Zip files are opened lazily, once per worker process."""
+    """Decodes image i (a file, or a member of a zip or tar archive); a failure is returned, not raised,
+    so the batch can report or skip it. Archives are opened lazily, once per worker process; a tar is
+    read from ``readable[archive]``, its uncompressed copy when it is compressed (random access)."""
 
-    def __init__(self, refs: Sequence[ImageRef]) -> None:
+    def __init__(self, refs: Sequence[ImageRef], readable: Optional[Dict[Path, Path]] = None) -> None:
         self.refs = list(refs)
-        self._zips: Dict[Path, zipfile.ZipFile] = {}
+        self.readable = dict(readable or {})
+        self._open: Dict[Path, object] = {}
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -73,39 +81,26 @@ class ImageDataset(torch.utils.data.Dataset):
             return _decode_to_result(ref, str(ref))
         archive, member = ref
         try:
-            if archive not in self._zips:
-                self._zips[archive] = zipfile.ZipFile(archive)
-            data = self._zips[archive].read(member)
+            data = self._member_bytes(archive, member)
         except Exception as exc:  # noqa: BLE001 - bad CRC, zlib errors, encryption: an unreadable image
             return None, ref_name(ref), f"{ref_name(ref)}: cannot read archive member ({exc.__class__.__name__}: {exc})"
         return _decode_to_result(io.BytesIO(data), ref_name(ref))
 
-    def __getstate__(self):  # open zip handles do not cross into worker processes
-        return {"refs": self.refs, "_zips": {}}
+    def _member_bytes(self, archive: Path, member: str) -> bytes:
+        if archive not in self._open:
+            if is_zip(archive):
+                self._open[archive] = zipfile.ZipFile(archive)
+            else:
+                tar = tarfile.open(self.readable.get(archive, archive))
+                self._open[archive] = (tar, {m.name: m for m in tar.getmembers()})  # by name: one lookup each
+        handle = self._open[archive]
+        if isinstance(handle, zipfile.ZipFile):
+            return handle.read(member)
+        tar, members = handle
+        return tar.extractfile(members[member]).read()
 
-
-class TarImages(torch.utils.data.IterableDataset):
-    """Streams a tar archive's image members in order (random access into a compressed tar would
-    decompress from the start every time); worker k of K decodes members k, k+K, ..."""
-
-    def __init__(self, refs: Sequence[Tuple[Path, str]]) -> None:
-        self.archive = refs[0][0]
-        self.members = {m for _, m in refs}
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __iter__(self) -> Iterator[Decoded]:
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        index = 0
-        with tarfile.open(self.archive) as t:
-            for member in t:
-                if member.name not in self.members:
-                    continue
-                if index % workers == worker:
-                    yield _decode_to_result(t.extractfile(member), f"{self.archive}:{member.name}")
-                index += 1
+    def __getstate__(self):  # open archives do not cross into worker processes
+        return {"refs": self.refs, "readable": self.readable, "_open": {}}
 
 
 def collate(items: Sequence[Decoded]) -> PackedBatch:
@@ -114,11 +109,21 @@ def collate(items: Sequence[Decoded]) -> PackedBatch:
                 [(name, err) for img, name, err in items if img is None])
 
 
-def dataset_for(refs: Sequence[ImageRef]) -> torch.utils.data.Dataset:
-    """The dataset that decodes these refs: streaming for a tar archive, random access otherwise."""
-    if refs and isinstance(refs[0], tuple) and not refs[0][0].name.lower().endswith(".zip"):
-        return TarImages(refs)
-    return ImageDataset(refs)
+_DECOMPRESS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def uncompressed_tar(archive: Path, folder: Path) -> Path:
+    """The tar itself when it is not compressed, else a copy decompressed once into ``folder``: a
+    compressed stream has no random access, and images are read in name order, not archive order."""
+    with open(archive, "rb") as f:
+        magic = f.read(6)
+    for signature, opener in _DECOMPRESS:
+        if magic.startswith(signature):
+            copy = folder / f"{len(list(folder.iterdir()))}.tar"
+            with opener(archive) as src, open(copy, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            return copy
+    return archive
 
 
 def iter_decoded(refs: Sequence[ImageRef], settings: Settings) -> Iterator[PackedBatch]:
@@ -127,10 +132,18 @@ def iter_decoded(refs: Sequence[ImageRef], settings: Settings) -> Iterator[Packe
     raises :class:`FidfastError` naming it, unless ``settings.skip_bad_images``: then each batch carries
     its bad images in ``.bad``."""
     workers = settings.num_workers
-    loader = torch.utils.data.DataLoader(
-        dataset_for(refs), batch_size=settings.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-        pin_memory=settings.device.type == "cuda", prefetch_factor=4 if workers > 0 else None)
-    for batch in loader:
-        if batch.bad and not settings.skip_bad_images:
-            raise FidfastError(f"{batch.bad[0][1]} (pass --skip-bad-images to skip such files)")
-        yield batch
+    tars = {ref[0] for ref in refs if isinstance(ref, tuple) and not is_zip(ref[0])}
+    with tempfile.TemporaryDirectory(prefix="fidfast-") as scratch:
+        try:
+            readable = {tar: uncompressed_tar(tar, Path(scratch)) for tar in tars}
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise FidfastError(f"cannot decompress {', '.join(map(str, tars))} ({exc.__class__.__name__}: {exc})") \
+                from None
+        loader = torch.utils.data.DataLoader(
+            ImageDataset(refs, readable), batch_size=settings.batch_size, shuffle=False, num_workers=workers,
+            collate_fn=collate, pin_memory=settings.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None)
+        for batch in loader:
+            if batch.bad and not settings.skip_bad_images:
+                raise FidfastError(f"{batch.bad[0][1]} (pass --skip-bad-images to skip such files)")
+            yield batch

@@ -16,6 +16,8 @@ Nothing below that level (decoding, features, the drop-in's ``get_activations``)
   (32 MiB at d = 2048) whatever the world size, where an all_gather would hold world_size of them.
   Gloo communicates CPU tensors, NCCL CUDA tensors; the statistics move to the backend's device and back.
 
+* :func:`concatenate` gathers the ranks' features for the metrics that need them (KID).
+
 Outside a process group (or world size 1, or inside :func:`single_process`) every function is a cheap
 no-op: one process, all of the input. Joining and leaving the group is :mod:`fidfast.launch`.
 """
@@ -151,7 +153,8 @@ def _comm_device(local: torch.device) -> torch.device:
 
 
 # What each rank is doing when it exchanges a header; a mismatch means the ranks are out of step.
-_STEPS = {1: "listing its inputs (shard)", 2: "merging statistics", 3: "agreeing on a decision (all_ranks)"}
+_STEPS = {1: "listing its inputs (shard)", 2: "merging statistics", 3: "agreeing on a decision (all_ranks)",
+          4: "gathering features"}
 _HEADER = 4  # int64s per exchange, the same for every step so that a mismatch is reported, not a crash
 
 
@@ -216,3 +219,22 @@ def merge(stats: FeatureStats, skipped: int) -> Tuple[FeatureStats, int]:
         part = buf.to(device)
         merged.merge_(FeatureStats.from_comoment(part[:d], part[d:].view(d, d), n_src))
     return merged, sum(h[2] for h in headers)
+
+
+def concatenate(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (N_r×d) stacked in rank order, on every rank: for metrics that need the features
+    themselves (KID), which under torchrun come in the order one process would see them. ``rows`` alone
+    outside a process group. Holds world size × the largest N_r rows while gathering."""
+    if not _active():
+        return rows
+    dist = torch_distributed()
+    headers = _exchange(4, rows.shape[0], rows.shape[1])
+    widths = sorted({h[1] for h in headers})
+    if len(widths) != 1:
+        raise FidfastError(f"cannot gather features across ranks: the ranks have widths {widths}")
+    comm = _comm_device(rows.device)
+    padded = torch.zeros(max(h[0] for h in headers), widths[0], dtype=rows.dtype, device=comm)
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in headers]
+    _collective(_STEPS[4], dist.all_gather, gathered, padded)
+    return torch.cat([g[:n].to(rows.device) for g, (n, _) in zip(gathered, headers)])

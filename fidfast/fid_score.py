@@ -13,9 +13,11 @@ there are fewer images than dims.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
-from typing import Sequence, Tuple
+import sys
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,19 +26,32 @@ from torch.nn.functional import adaptive_avg_pool2d
 
 from fidfast import distributed, pipeline
 from fidfast.decode import decode_image, iter_decoded
-from fidfast.errors import FidfastError
+from fidfast.errors import FidfastError, PathError
 from fidfast.frechet import frechet_distance
 from fidfast.inception import InceptionV3
 from fidfast.network import BLOCK_INDEX_BY_DIM
 from fidfast.preprocess import to_unit, unpack
 from fidfast.progress import Progress
-from fidfast.settings import Settings, resolve_device
+from fidfast.settings import Settings, default_num_workers
 from fidfast.sources import IMAGE_EXTENSIONS, ImageFiles, open_source
 from fidfast.stats import FeatureStats
 
 __all__ = ["IMAGE_EXTENSIONS", "ImagePathDataset", "get_activations", "calculate_frechet_distance",
            "calculate_activation_statistics", "compute_statistics_of_path", "calculate_fid_given_paths",
-           "save_fid_stats", "InceptionV3"]
+           "save_fid_stats", "InceptionV3", "parser", "main"]
+
+# pytorch-fid's command line, as its module defines it (`python -m pytorch_fid` calls main()).
+parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--batch-size", type=int, default=50, help="Batch size to use")
+parser.add_argument("--num-workers", type=int,
+                    help="Number of processes to use for data loading. Defaults to `min(8, num_cpus)`")
+parser.add_argument("--device", type=str, default=None, help="Device to use. Like cuda, cuda:0 or cpu")
+parser.add_argument("--dims", type=int, default=2048, choices=list(BLOCK_INDEX_BY_DIM),
+                    help="Dimensionality of Inception features to use. By default, uses pool3 features")
+parser.add_argument("--save-stats", action="store_true",
+                    help="Generate an npz archive from a directory of samples. The first path is used as input "
+                    "and the second as output.")
+parser.add_argument("path", type=str, nargs=2, help="Paths to the generated images or to .npz statistic files")
 
 
 class ImagePathDataset(torch.utils.data.Dataset):
@@ -135,10 +150,9 @@ def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dim
     """FID between two folders of images or .npz statistics files (fp32, pytorch-fid's numbers)."""
     for p in paths:
         if not os.path.exists(p):
-            raise FidfastError(f"Invalid path: {p}")
-    if dims not in BLOCK_INDEX_BY_DIM:
-        raise FidfastError(f"dims must be one of {', '.join(map(str, BLOCK_INDEX_BY_DIM))}, got {dims!r}")
-    model = InceptionV3([BLOCK_INDEX_BY_DIM[dims]]).to(resolve_device(device))
+            raise PathError(f"Invalid path: {p}")
+    settings = _settings(batch_size, dims, device, num_workers)  # dims and device checked before any work
+    model = InceptionV3([BLOCK_INDEX_BY_DIM[dims]]).to(settings.device)
     m1, s1 = compute_statistics_of_path(paths[0], model, batch_size, dims, device, num_workers)
     m2, s2 = compute_statistics_of_path(paths[1], model, batch_size, dims, device, num_workers)
     return calculate_frechet_distance(m1, s1, m2, s2)
@@ -147,9 +161,29 @@ def calculate_fid_given_paths(paths: Sequence[str], batch_size: int, device, dim
 def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num_workers: int = 1) -> None:
     """Statistics of the folder ``paths[0]`` saved to the .npz ``paths[1]`` (which must not exist)."""
     if not os.path.exists(paths[0]):
-        raise FidfastError(f"Invalid path: {paths[0]}")
+        raise PathError(f"Invalid path: {paths[0]}")
     if os.path.exists(paths[1]):
-        raise FidfastError(f"Existing output file: {paths[1]}")
+        raise PathError(f"Existing output file: {paths[1]}")
     with distributed.single_process():
         stats = pipeline.statistics(paths[0], _settings(batch_size, dims, device, num_workers))
-    stats.save(paths[1])
+    try:
+        stats.save(paths[1], exclusive=True)
+    except FileExistsError:
+        raise PathError(f"Existing output file: {paths[1]}") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """pytorch-fid's command line: the FID of two paths, or --save-stats; fp32. A user error is one line on
+    stderr and exit code 2, as fidfast's own command line does."""
+    args = parser.parse_args(argv)
+    device = args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    num_workers = default_num_workers() if args.num_workers is None else args.num_workers
+    try:
+        if args.save_stats:
+            save_fid_stats(args.path, args.batch_size, device, args.dims, num_workers)
+            return
+        fid_value = calculate_fid_given_paths(args.path, args.batch_size, device, args.dims, num_workers)
+    except FidfastError as exc:
+        sys.stderr.write(f"fidfast: error: {exc}\n")
+        sys.exit(2)
+    print("FID: ", fid_value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Tuple
@@ -49,11 +50,14 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: bool = False) -> Path:
+def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: bool = False,
+                 exclusive: bool = False) -> Path:
     """``write(tmp_path)``, then rename the result to ``dst``: a reader sees the old file, the new
     one, or none, never a partial one. The file gets the permissions a plain write would (mkstemp
     alone makes it private). With ``sidecar``, ``dst.sha256`` holds its SHA-256, renamed into place
-    first, so that :func:`is_intact` rejects a half-replaced pair. Returns ``dst`` as a Path."""
+    first, so that :func:`is_intact` rejects a half-replaced pair. With ``exclusive``, the last step
+    never replaces a file: it raises FileExistsError when ``dst`` exists by then (another process may
+    have written it since the caller looked). Returns ``dst`` as a Path."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name + ".", suffix=".tmp")
@@ -65,12 +69,28 @@ def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: boo
         if sidecar:
             Path(tmp + ".sha256").write_text(file_digest(tmp))
             os.replace(tmp + ".sha256", _sidecar(dst))
-        os.replace(tmp, dst)
+        if exclusive:
+            _link_exclusively(tmp, dst)
+        else:
+            os.replace(tmp, dst)
     finally:
         for leftover in leftovers:
             if os.path.exists(leftover):
                 os.remove(leftover)
     return dst
+
+
+def _link_exclusively(src: str, dst: Path) -> None:
+    """Give ``src``'s file the name ``dst`` unless that name exists (FileExistsError): a hard link, which
+    the file system creates atomically; where it has none, an exclusive create and a copy."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some network and FAT file systems)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out)
 
 
 def is_intact(path: Path) -> bool:

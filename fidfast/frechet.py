@@ -26,6 +26,11 @@ METHODS = ("auto", "cholesky", "eigh", "newton_schulz", "scipy")
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise FidfastError(f"unknown Fréchet method {method!r}; choose one of {', '.join(METHODS)}")
+
+
 def _as_float64(x: ArrayLike, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float64)
@@ -154,8 +159,7 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     Returns:
         The squared Fréchet distance (what is called FID), a Python float.
     """
-    if method not in METHODS:
-        raise FidfastError(f"unknown Fréchet method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     m1, s1, m2, s2 = (_as_float64(x, dev) for x in (mu1, sigma1, mu2, sigma2))
     m1, m2 = m1.reshape(-1), m2.reshape(-1)

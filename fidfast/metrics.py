@@ -6,17 +6,16 @@ the samples' features plus one d×d symmetric eigenvalue solve.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Tuple, Union
 
 import numpy as np
 import torch
 
-from fidfast.errors import FidfastError
-from fidfast.frechet import METHODS, covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
-from fidfast.pipeline import features, statistics, statistics_pair
+from fidfast.errors import FidfastError, warn
+from fidfast.frechet import check_method, covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
+from fidfast.pipeline import check_fid_input, features, statistics, statistics_pair
 from fidfast.settings import Settings
-from fidfast.sources import Source
+from fidfast.sources import Source, open_source
 from fidfast.stats import FeatureStats
 
 
@@ -35,8 +34,12 @@ class FID:
     """
 
     def __init__(self, reference: Source, **settings) -> None:
-        self.settings = Settings(**settings)
-        self.reference = statistics(reference, self.settings)
+        settings = Settings(**settings)
+        opened = open_source(reference, settings.recursive)
+        if isinstance(opened, FeatureStats):  # samples are computed at a reference file's dims
+            settings = settings.with_dims_of(opened.dims)
+        self.settings = settings
+        self.reference = check_fid_input(statistics(opened, settings), "the reference")
         self._mu = self.reference.mean.to(self.settings.device)
         cov = self.reference.covariance.to(self.settings.device)
         self._trace = float(torch.trace(cov))
@@ -48,7 +51,7 @@ class FID:
 
     def __call__(self, samples: Union[Source, FeatureStats]) -> float:
         """FID between ``samples`` (any input, or a FeatureStats) and the reference."""
-        s = samples if isinstance(samples, FeatureStats) else self.stats(samples)
+        s = check_fid_input(samples if isinstance(samples, FeatureStats) else self.stats(samples), "the samples")
         if s.dims != self.reference.dims:
             raise FidfastError(f"samples have dims {s.dims}, the reference {self.reference.dims}")
         mu, cov = s.mean.to(self.settings.device), s.covariance.to(self.settings.device)
@@ -62,8 +65,7 @@ class FID:
 def calculate_fid(a: Source, b: Source, method: str = "auto", **settings) -> float:
     """FID between two inputs of any kind. ``method`` is the Fréchet distance's (see
     :func:`fidfast.frechet_distance`); the other keyword arguments are :class:`fidfast.Settings`' fields."""
-    if method not in METHODS:  # before any image is read
-        raise FidfastError(f"unknown Fréchet method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)  # before any image is read
     s1, s2 = statistics_pair(a, b, Settings(**settings))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
 
@@ -89,9 +91,8 @@ def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], featur
     if m < 2:
         raise FidfastError(f"KID needs at least 2 images on each side, got {x.shape[0]} and {y.shape[0]}")
     if m < subset_size:
-        warnings.warn(f"fidfast: KID subsets of {m} images, fewer than the subset size {subset_size}: "
-                      "each subset holds all of the smaller set, so the ± shows less spread than it should",
-                      stacklevel=2)
+        warn(f"fidfast: KID subsets of {m} images, fewer than the subset size {subset_size}: each subset holds "
+             "all of the smaller set, so the ± shows less spread than it should")
     d = x.shape[1]
     gen = torch.Generator().manual_seed(seed)
     values = []

@@ -14,10 +14,11 @@ A failed load warns once (the fallbacks are correct, but slower) and :func:`reas
 """
 from __future__ import annotations
 
-import warnings
 from typing import List, Optional
 
 import torch
+
+from fidfast.errors import warn
 
 OP_NAMES = ("resize_normalize", "cov_update_", "cov_merge_", "sqrtm_newton_schulz")
 
@@ -57,9 +58,9 @@ def has_kernel(device: torch.device) -> bool:
     if not LOADED:
         if not _warned:
             _warned = True
-            warnings.warn(f"fidfast: the native extension fidfast._C did not load ({_REASON}); running the "
-                          "slower PyTorch implementations (`fidfast --version` shows the backends; rebuild "
-                          "with `pip install --no-build-isolation -e .`)", RuntimeWarning, stacklevel=3)
+            warn(f"fidfast: the native extension fidfast._C did not load ({_REASON}); running the slower "
+                 "PyTorch implementations (`fidfast --version` shows the backends; rebuild with "
+                 "`pip install --no-build-isolation -e .`)", RuntimeWarning)
         return False
     return device.type == "cpu" or (device.type == "cuda" and cuda_compiled())
 

@@ -13,16 +13,15 @@ shard of the input's files, accumulates its own statistics, and every rank gets 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 
 from fidfast import cache, distributed
 from fidfast.decode import iter_decoded
-from fidfast.errors import FidfastError
+from fidfast.errors import FidfastError, RankError, warn
 from fidfast.features import FeatureExtractor, feature_extractor
-from fidfast.preprocess import network_input, pack
+from fidfast.preprocess import PackedBatch, network_input, pack
 from fidfast.progress import Progress
 from fidfast.settings import Settings
 from fidfast.sources import ImageArrays, ImageFiles, Source, as_nhwc_uint8, iter_array_batches, open_source
@@ -46,57 +45,85 @@ def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Te
         batches = ((batch, len(batch), len(batch.bad)) for batch in iter_decoded(images.refs, settings))
     else:
         total = images.total
-        batches = ((pack(as_nhwc_uint8(x)) if x.dtype == torch.uint8 else x, int(x.shape[0]), 0)
-                   for x in iter_array_batches(images.batches, settings.batch_size))
+        batches = ((_packed(x), len(x), 0) for x in iter_array_batches(images.batches, settings.batch_size))
     bar = Progress(f"fidfast {images.label}", total, settings.progress)
-    for batch, n, bad in batches:
-        if n == 0:
-            bar.update(bad)
-            yield torch.empty(0, settings.dims, device=settings.device), bad
-            continue
-        # Entered per batch, not across the yield, so the caller's code between batches is unaffected.
-        # Fixed 299×299 shapes: cuDNN may pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
-        with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
-                                                                allow_tf32=settings.precision != "fp32"):
-            features = model(network_input(batch, settings.device, settings.dtype))
-        bar.update(n + bad)  # after the network: counted when done, not when decoded
-        yield features, bad
-    bar.close()
+    try:
+        for batch, n, bad in batches:
+            if n == 0:
+                bar.update(bad)
+                yield torch.empty(0, settings.dims, device=settings.device), bad
+                continue
+            # Entered per batch, not across the yield, so the caller's code between batches is unaffected.
+            # Fixed 299×299 shapes: cuDNN may pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
+            with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
+                                                                    allow_tf32=settings.precision != "fp32"):
+                features = model(network_input(batch, settings.device, settings.dtype))
+            bar.update(n + bad)  # after the network: counted when done, not when decoded
+            yield features, bad
+    finally:
+        bar.close()  # an error then starts a line of its own
+
+
+def _packed(x: Union[torch.Tensor, List[torch.Tensor]]) -> Union[PackedBatch, torch.Tensor]:
+    """uint8 images packed for the native op (a list may mix sizes); float batches as they are."""
+    if isinstance(x, list):
+        return pack(x)
+    return pack(as_nhwc_uint8(x)) if x.dtype == torch.uint8 else x
 
 
 def _accumulate(images: Images, settings: Settings, keep_features: bool
                 ) -> Tuple[FeatureStats, int, Optional[torch.Tensor]]:
     """This process's statistics of ``images``, the images skipped, and (if asked) the features, float32
-    on the CPU."""
+    on the CPU. Under torch.distributed a failure here is this rank's own, and says so (RankError)."""
     stats = FeatureStats(settings.dims, device=settings.device)
     kept: List[torch.Tensor] = []
     skipped = 0
-    for features, bad in iter_features(images, settings):
-        stats.update(features)
-        if keep_features:
-            kept.append(features.float().cpu())
-        skipped += bad
-    return stats, skipped, (torch.cat(kept) if keep_features else None)
+    try:
+        for features, bad in iter_features(images, settings):
+            stats.update(features)
+            if keep_features:
+                kept.append(features.float().cpu())
+            skipped += bad
+    except FidfastError as exc:
+        if distributed.world_size() > 1 and not isinstance(exc, RankError):
+            raise RankError(distributed.rank(), exc) from None
+        raise
+    if not keep_features:
+        return stats, skipped, None
+    return stats, skipped, torch.cat(kept) if kept else torch.empty(0, settings.dims)
+
+
+def _share(opened: Images) -> Images:
+    """This rank's share: a contiguous block of image files; in-memory batches are each rank's own."""
+    if isinstance(opened, ImageFiles):
+        return ImageFiles(distributed.shard(opened.refs), opened.label)
+    return opened
 
 
 def _finish(stats: FeatureStats, skipped: int, settings: Settings, label: str) -> FeatureStats:
+    if stats.n == 0:
+        raise FidfastError(f"{label}: no images" + (f" (all {skipped} were unreadable)" if skipped else ""))
     stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims)
-    check_and_report(stats, label)
+    report_skipped(stats, label)
     return stats.to("cpu")
 
 
-def check_and_report(stats: FeatureStats, label: str) -> None:
-    """Too few images is an error; skipped images and a rank-deficient covariance are warnings, given
-    whether the statistics were just computed or came from the cache."""
+def report_skipped(stats: FeatureStats, label: str) -> None:
+    """Warn (rank 0) that images were skipped, whether the statistics were just computed or cached."""
     skipped = int(stats.meta.get("skipped", 0))
     if skipped and distributed.is_primary():
-        warnings.warn(f"fidfast: skipped {skipped} unreadable image(s) in {label}", stacklevel=4)
-    if stats.n < 2:
-        raise FidfastError(f"{label}: FID needs at least 2 images, got {stats.n}")
-    if stats.n < stats.dims and distributed.is_primary():
-        warnings.warn(f"fidfast: {label} has {stats.n} images, fewer than dims={stats.dims}: the covariance is "
-                      "rank-deficient; the FID is finite but biased (use ≥ dims images to compare with "
-                      "published numbers)", stacklevel=4)
+        warn(f"fidfast: {label}: skipped {skipped} unreadable image(s)")
+
+
+def check_fid_input(stats: FeatureStats, label: str) -> FeatureStats:
+    """A FID needs a covariance (≥ 2 images); with fewer images than dims it is finite but biased (a
+    warning, on rank 0)."""
+    if stats.n is not None and stats.n < 2:
+        raise FidfastError(f"{label}: a FID needs at least 2 images, got {stats.n}")
+    if stats.n is not None and stats.n < stats.dims and distributed.is_primary():
+        warn(f"fidfast: {label}: {stats.n} images, fewer than dims={stats.dims}: the covariance is "
+             "rank-deficient; the FID is finite but biased (use ≥ dims images to compare with published numbers)")
+    return stats
 
 
 def check_dims(stats: FeatureStats, settings: Settings) -> FeatureStats:
@@ -108,23 +135,23 @@ def check_dims(stats: FeatureStats, settings: Settings) -> FeatureStats:
 
 def statistics(source: Source, settings: Settings) -> FeatureStats:
     """Statistics of any input (:mod:`fidfast.sources`), on the CPU; image files go through the
-    statistics cache. Under torch.distributed every rank calls it and gets the statistics of all of it."""
+    statistics cache. Under torch.distributed every rank calls it and gets the statistics of all of it.
+    A statistics file is taken as it is when no dims were asked for."""
     opened = open_source(source, settings.recursive)
     if isinstance(opened, FeatureStats):
-        return check_dims(opened, settings)
+        return check_dims(opened, settings) if settings.dims_given else opened
     key = None
-    if isinstance(opened, ImageFiles):
-        key = cache.stats_key(opened.refs, settings) if settings.cache else None
-        hit = cache.load(key) if key is not None else None
+    if isinstance(opened, ImageFiles) and settings.cache and cache.size_limit() > 0:
+        key = cache.stats_key(opened.refs, settings)
+        hit = cache.load(key)
         # Under torch.distributed a rank that took its cached result alone would leave the others
         # waiting in the merge: the cache is used only when every rank has the entry.
-        if key is not None and distributed.all_ranks(hit is not None):
+        if distributed.all_ranks(hit is not None):
             log.info("fidfast: %s: statistics from the cache (%s images)", opened.label, hit.n)
-            check_and_report(hit, opened.label)
+            report_skipped(hit, opened.label)
             return hit
-        opened = ImageFiles(distributed.shard(opened.refs), opened.label)
-    stats, skipped, _ = _accumulate(opened, settings, keep_features=False)
-    stats, skipped = distributed.merge(stats, skipped)  # in-memory batches: each rank its own
+    stats, skipped, _ = _accumulate(_share(opened), settings, keep_features=False)
+    stats, skipped = distributed.merge(stats, skipped)
     stats = _finish(stats, skipped, settings, opened.label)
     if key is not None and distributed.is_primary():
         cache.store(key, stats)
@@ -132,26 +159,33 @@ def statistics(source: Source, settings: Settings) -> FeatureStats:
 
 
 def statistics_pair(a: Source, b: Source, settings: Settings) -> Tuple[FeatureStats, FeatureStats]:
-    """Statistics of the two inputs of a FID. Two statistics files are taken as they are, whatever
-    ``settings.dims`` (as pytorch-fid does; the Fréchet distance checks that they agree); a statistics
-    file beside images must have ``settings.dims``, which is checked before any image is processed."""
+    """Statistics of the two inputs of a FID, each checked to make one (≥ 2 images) before the next is
+    computed. Two statistics files are taken as they are, whatever ``settings.dims`` (as pytorch-fid does;
+    the Fréchet distance checks that they agree); images beside a statistics file take its dims unless
+    dims were asked for, and then must match (checked before any image is processed)."""
     first, second = open_source(a, settings.recursive), open_source(b, settings.recursive)
     if isinstance(first, FeatureStats) and isinstance(second, FeatureStats):
-        return first, second
+        return tuple(check_fid_input(s, _label(s)) for s in (first, second))
     for opened in (first, second):
         if isinstance(opened, FeatureStats):
+            settings = settings.with_dims_of(opened.dims)
             check_dims(opened, settings)
-    return statistics(first, settings), statistics(second, settings)
+    return tuple(check_fid_input(statistics(opened, settings), _label(opened)) for opened in (first, second))
+
+
+def _label(opened: Union[FeatureStats, Images]) -> str:
+    return (opened.path or "statistics") if isinstance(opened, FeatureStats) else opened.label
 
 
 def features(source: Source, settings: Settings) -> Tuple[FeatureStats, torch.Tensor]:
-    """Statistics and the features themselves (N×dims float32, CPU), e.g. for KID; never cached."""
+    """Statistics and the features themselves (N×dims float32, CPU, in input order), e.g. for KID; never
+    cached. Under torch.distributed every rank gets the statistics and the features of all of it."""
     opened = open_source(source, settings.recursive)
     if isinstance(opened, FeatureStats):
         raise FidfastError(f"{source}: KID needs images, not a statistics file")
-    if distributed.world_size() > 1:
-        raise FidfastError("KID under torchrun is not supported; run it in one process")
-    stats, skipped, kept = _accumulate(opened, settings, keep_features=True)
+    stats, skipped, kept = _accumulate(_share(opened), settings, keep_features=True)
+    stats, skipped = distributed.merge(stats, skipped)
+    kept = distributed.concatenate(kept)
     return _finish(stats, skipped, settings, opened.label), kept
 
 

@@ -50,7 +50,8 @@ class PackedBatch:
         return int(self.meta.shape[0])
 
     def pin_memory(self) -> "PackedBatch":  # called by DataLoader(pin_memory=True)
-        return PackedBatch(self.data.pin_memory(), self.meta.pin_memory(), self.bad)
+        # The pixels only: meta is read on the host (resize_normalize pins the table rows it adds).
+        return PackedBatch(self.data.pin_memory(), self.meta, self.bad)
 
 
 def pack(images: Union[Sequence[Union[np.ndarray, torch.Tensor]], torch.Tensor],

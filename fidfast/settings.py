@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 import torch
@@ -22,6 +22,7 @@ from fidfast.network import DIMS
 from fidfast.weights import Weights, resolve_weights
 
 PRECISIONS = ("auto", "fp32", "fp16")
+DEFAULT_DIMS = 2048
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -81,7 +82,8 @@ class Settings:
     """Everything that says how features are computed, validated and resolved when built.
 
     Args (all keyword-only; each has a default):
-        dims: feature dims, 64, 192, 768 or 2048 (pool3, the standard FID).
+        dims: feature dims, 64, 192, 768 or 2048 (pool3, the standard FID); None: 2048, or the dims of
+            a statistics file that images are compared with (``dims_given`` says which).
         device: ``cpu``, ``cuda`` or ``cuda:N``; None = CUDA when available (``cuda:LOCAL_RANK`` under
             torchrun), else the CPU.
         precision: ``auto`` (fp16 on CUDA, fp32 elsewhere), ``fp32`` (pytorch-fid's numbers) or ``fp16``.
@@ -94,22 +96,26 @@ class Settings:
         recursive: read the images in a folder's subfolders too.
     """
 
-    dims: int = 2048
-    device: torch.device = None
+    dims: Optional[int] = None
+    device: Union[str, torch.device, None] = None
     precision: str = "auto"
-    weights: Optional[str] = None
-    batch_size: int = None
-    num_workers: int = None
+    weights: Union[str, os.PathLike, Weights, None] = None
+    batch_size: Optional[int] = None
+    num_workers: Optional[int] = None
     skip_bad_images: bool = False
-    progress: bool = None
+    progress: Optional[bool] = None
     cache: bool = True
     recursive: bool = False
+    dims_given: bool = field(init=False, default=True)
 
     def __post_init__(self) -> None:
-        if self.dims not in DIMS:
+        set_ = functools.partial(object.__setattr__, self)
+        if self.dims is None:
+            set_("dims", DEFAULT_DIMS)
+            set_("dims_given", False)
+        elif self.dims not in DIMS:
             raise FidfastError(f"--dims must be one of {', '.join(map(str, DIMS))}, got {self.dims!r}")
         device = resolve_device(self.device)
-        set_ = functools.partial(object.__setattr__, self)
         set_("device", device)
         set_("precision", resolve_precision(self.precision, device))
         set_("batch_size", default_batch_size(device) if self.batch_size is None
@@ -118,15 +124,26 @@ class Settings:
              else _whole("num_workers", self.num_workers, 0))
         if self.progress is None:
             set_("progress", sys.stderr.isatty() and distributed.is_primary())
+        for name in ("skip_bad_images", "progress", "cache", "recursive"):
+            if not isinstance(getattr(self, name), bool):
+                raise FidfastError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike, Weights)):
             raise FidfastError(f"weights must be a path, got {type(self.weights).__name__}")
+        if self.weights is not None or os.environ.get("FIDFAST_WEIGHTS"):
+            self.inception_weights  # a named file is checked now, before any image is listed (it costs a stat)
 
     @property
     def dtype(self) -> torch.dtype:
         """The network's dtype."""
         return torch.float16 if self.precision == "fp16" else torch.float32
 
+    def with_dims_of(self, stats_dims: int) -> "Settings":
+        """These settings for images compared with statistics of ``stats_dims``: the same, or with those dims
+        when none were asked for (a mismatch with asked dims is left to the caller to report)."""
+        return self if self.dims_given or stats_dims == self.dims else replace(self, dims=stats_dims)
+
     @functools.cached_property
     def inception_weights(self) -> Weights:
-        """The FID Inception weights, resolved on first use and then kept (a value, passed down)."""
+        """The FID Inception weights, resolved on first use (when named, when built) and then kept: a
+        value, passed down."""
         return resolve_weights(self.weights)

@@ -4,7 +4,8 @@
 * :class:`ImageFiles` — image files, listed and sorted: a folder, a file list (``.txt``: one path a
   line), a zip or tar archive, or a Python list of paths;
 * :class:`ImageArrays` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
-  float N×3×H×W in [0, 1]), or any iterable of such batches (a generator sampling a model, a DataLoader).
+  float N×3×H×W in [0, 1]), any iterable of such batches (a generator sampling a model, a DataLoader), or
+  a list of single images (uint8 H×W×3 of any sizes, or float 3×H×W in [0, 1]) taken as one batch.
 
 Paths are kept as the OS gives them: a name that is not valid UTF-8 stays a ``Path`` (with Python's
 surrogate escapes) through decoding, cache keys and messages.
@@ -65,6 +66,10 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def is_zip(path: Path) -> bool:
+    return path.name.lower().endswith(".zip")
+
+
 def _no_images(what: Path, hint: str = "") -> FidfastError:
     return FidfastError(f"{what}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
 
@@ -110,7 +115,7 @@ def list_archive(path: Union[str, os.PathLike]) -> List[Tuple[Path, str]]:
     """Image members (any depth) of a zip or tar archive, sorted by name."""
     path = Path(path)
     try:
-        if path.name.lower().endswith(".zip"):
+        if is_zip(path):
             with zipfile.ZipFile(path) as z:
                 names = [i.filename for i in z.infolist() if not i.is_dir()]
         else:
@@ -161,6 +166,8 @@ def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, 
         return ImageFiles(files, f"{len(files)} files")
     if isinstance(source, (list, tuple)) and not source:
         raise FidfastError("the input is an empty list")
+    if isinstance(source, (list, tuple)) and all(_is_image(x) for x in source):  # one batch, sizes may differ
+        return ImageArrays([list(source)], f"{len(source)} images", len(source))
     if isinstance(source, Iterable) and not isinstance(source, (bytes, dict)):
         return ImageArrays(source, "image batches", None)
     raise FidfastError(f"cannot read images from a {type(source).__name__}")
@@ -181,15 +188,36 @@ def check_image_batch(x: ArrayLike) -> None:
         raise FidfastError(f"image batch has dtype {x.dtype}: expected uint8 (0..255) or float (0..1)")
     if shape[1] != 3:
         raise FidfastError(f"float image batch of shape {shape}: expected N×3×H×W in [0, 1]")
+    _check_unit_range(x, "float image batch")
+
+
+def _is_image(x) -> bool:
+    return isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim in (2, 3)
+
+
+def check_image(x: ArrayLike, i: int) -> None:
+    """Raise :class:`FidfastError` unless image ``i`` of a list is uint8 H×W×3 / H×W×1 / H×W or float
+    3×H×W in [0, 1]."""
+    shape = tuple(x.shape)
+    if _is_uint8(x):
+        if len(shape) == 3 and shape[2] not in (1, 3):
+            raise FidfastError(f"image {i} of the list: uint8 of shape {shape}, expected H×W×3, H×W×1 or H×W")
+        return
+    if not _is_float(x) or len(shape) != 3 or shape[0] != 3:
+        raise FidfastError(f"image {i} of the list: {x.dtype} of shape {shape}, expected uint8 H×W×3 (0..255) "
+                           "or float 3×H×W (0..1)")
+    _check_unit_range(x, f"image {i} of the list")
+
+
+def _check_unit_range(x: ArrayLike, what: str) -> None:
     t = torch.as_tensor(x)
     if not t.numel():
         return
     lo, hi = (float(v) for v in torch.aminmax(t))  # one pass (one GPU sync); NaN propagates to both
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise FidfastError("float image batch holds NaN or inf")
+        raise FidfastError(f"{what} holds NaN or inf")
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise FidfastError(f"float image batch ranges over [{lo:.3g}, {hi:.3g}]; "
-                           "expected [0, 1] (pass uint8 for 0..255 images)")
+        raise FidfastError(f"{what} ranges over [{lo:.3g}, {hi:.3g}]; expected [0, 1] (pass uint8 for 0..255 images)")
 
 
 def _is_uint8(x: ArrayLike) -> bool:
@@ -208,9 +236,25 @@ def as_nhwc_uint8(x: ArrayLike) -> torch.Tensor:
     return t
 
 
-def iter_array_batches(batches: Iterable[ArrayLike], batch_size: int) -> Iterator[torch.Tensor]:
-    """Each input batch, checked, and split into chunks of at most ``batch_size`` images."""
+def iter_array_batches(batches: Iterable[Union[ArrayLike, List[ArrayLike]]], batch_size: int
+                       ) -> Iterator[Union[torch.Tensor, List[torch.Tensor]]]:
+    """Each input batch, checked, in chunks of at most ``batch_size`` images: a 4-D tensor, or, for a list
+    of uint8 images (whose sizes may differ), a list of H×W(×C) tensors."""
     for x in batches:
+        if isinstance(x, list):
+            for i, img in enumerate(x):
+                check_image(img, i)
+            images = [torch.as_tensor(img) for img in x]
+            for i in range(0, len(images), batch_size):
+                chunk = images[i:i + batch_size]
+                if all(img.dtype == torch.uint8 for img in chunk):
+                    yield chunk
+                elif len({(img.dtype, img.shape) for img in chunk}) == 1:
+                    yield torch.stack(chunk)
+                else:
+                    raise FidfastError("a list of float images must all have one size and dtype (uint8 images "
+                                       "may differ in size)")
+            continue
         check_image_batch(x)
         t = torch.as_tensor(x)
         for i in range(0, t.shape[0], batch_size):

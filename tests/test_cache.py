@@ -6,13 +6,13 @@ import os
 import warnings
 
 import numpy as np
+import pytest
 
 import fidfast
+from fidfast import FidfastError
 from fidfast.files import cache_dir
 
-from .helpers import rel, write_images
-
-FAST = dict(dims=64, device="cpu", num_workers=0, cache=False, progress=False)
+from .helpers import FAST, rel, write_images
 
 
 def test_statistics_cache_is_keyed_by_content(tmp_path, rng):
@@ -44,9 +44,10 @@ def test_statistics_from_the_cache_repeat_their_warnings(tmp_path, rng):
     for _ in range(2):  # computed, then from the cache
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            stats = fidfast.compute_stats(tmp_path / "d", skip_bad_images=True, **{**FAST, "cache": True})
-        messages = " ".join(str(w.message) for w in caught)
-        assert stats.n == 3 and "skipped 1 unreadable" in messages and "fewer than dims=64" in messages
+            fidfast.calculate_fid(tmp_path / "d", tmp_path / "d", skip_bad_images=True, **{**FAST, "cache": True})
+        messages = [str(w.message) for w in caught]
+        assert sum("skipped 1 unreadable" in m for m in messages) == 2  # each side, computed or cached
+        assert sum("3 images, fewer than dims=64" in m for m in messages) == 2
 
 
 def test_names_that_are_not_utf8_go_through_the_pipeline_and_the_cache(tmp_path, rng):
@@ -56,3 +57,45 @@ def test_names_that_are_not_utf8_go_through_the_pipeline_and_the_cache(tmp_path,
     first = fidfast.compute_stats(folder, **{**FAST, "cache": True})
     again = fidfast.compute_stats(folder, **{**FAST, "cache": True})  # from the cache
     assert first.n == again.n == 3 and np.array_equal(first.sigma, again.sigma)
+
+
+def test_the_cache_is_bounded_least_recently_used_out(tmp_path, rng, monkeypatch):
+    from fidfast import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folders = [tmp_path / name for name in "abc"]
+    for folder in folders:
+        write_images(folder, rng, [(30, 30)] * 3)
+    kwargs = {**FAST, "cache": True}
+    fidfast.compute_stats(folders[0], **kwargs)
+    entry = cache.info()["bytes"]  # one entry at dims 64
+    monkeypatch.setenv("FIDFAST_CACHE_SIZE", str(2 * entry))  # room for two
+    fidfast.compute_stats(folders[1], **kwargs)
+    os.utime(cache.entries()[0], ns=(1, 1))  # a's entry: long unused
+    fidfast.compute_stats(folders[1], **kwargs)  # a hit: b's entry is now the most recently used
+    first = {p.name for p in cache.entries()}
+    fidfast.compute_stats(folders[2], **kwargs)  # a third entry: the least recently used (a's) goes
+    left = {p.name for p in cache.entries()}
+    assert len(first) == 2 and len(left) == 2 and len(left - first) == 1
+    assert cache.info()["bytes"] <= 2 * entry
+    monkeypatch.setenv("FIDFAST_CACHE_SIZE", "0")  # off: neither read nor written
+    fidfast.compute_stats(folders[0], **kwargs)
+    assert {p.name for p in cache.entries()} == left
+    assert cache.clear()["entries"] == 2 and cache.info()["entries"] == 0
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "4X"])
+def test_a_bad_cache_size_is_one_clear_error(value, monkeypatch):
+    from fidfast import cache
+
+    monkeypatch.setenv("FIDFAST_CACHE_SIZE", value)
+    with pytest.raises(FidfastError, match="FIDFAST_CACHE_SIZE"):
+        cache.size_limit()
+
+
+def test_cache_sizes_take_units(monkeypatch):
+    from fidfast import cache
+
+    for value, expected in (("0", 0), ("123", 123), ("1.5K", 1536), ("2G", 2 * 2**30), ("500MiB", 500 * 2**20)):
+        monkeypatch.setenv("FIDFAST_CACHE_SIZE", value)
+        assert cache.size_limit() == expected, value

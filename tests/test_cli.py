@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fidfast import FeatureStats
+from fidfast import FeatureStats, FidfastError
 
 from .helpers import assert_one_line_error, fidfast_cli, make_rng, write_images
 
@@ -114,3 +114,87 @@ def test_a_name_that_is_not_utf8_is_named_with_the_bytes_the_os_gave(image_dirs,
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(b"fidfast: error:") and b"bad\xff.png" in lines[0]
+
+
+def test_save_stats_never_overwrites_a_file_that_appears_meanwhile(image_dirs, tmp_path, monkeypatch):
+    """The output is created exclusively at the very end: a file another run wrote while these statistics
+    were computed is kept, and this run says so (before: the last rename replaced it, exit 0)."""
+    from fidfast import cli
+
+    output = tmp_path / "out.npz"
+    computed = cli.statistics
+
+    def other_run_finishes_first(*args, **kwargs):
+        stats = computed(*args, **kwargs)
+        output.write_bytes(b"the other run's statistics")
+        return stats
+
+    monkeypatch.setattr(cli, "statistics", other_run_finishes_first)
+    monkeypatch.setattr(cli.warnings, "showwarning", cli.warnings.showwarning)  # run() replaces it
+    with pytest.raises(FidfastError, match="another run wrote this file meanwhile"):
+        cli.run([str(image_dirs[0]), str(output), "--save-stats", "--dims", "64", "--device", "cpu", "--quiet",
+                 "--num-workers", "0"])
+    assert output.read_bytes() == b"the other run's statistics"
+
+
+def test_two_runs_saving_to_one_name_at_once_one_wins_and_one_says_so(image_dirs, tmp_path):
+    output = tmp_path / "out.npz"
+    args = [sys.executable, "-m", "fidfast", image_dirs[0], output, "--save-stats", "--dims", "64", "--quiet"]
+    runs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in runs)
+    errors = [p.stderr.read() for p in runs]
+    assert codes == [0, 2], errors
+    assert any("not overwriting" in e for e in errors)
+    assert FeatureStats.load(output).n == 12
+
+
+def test_save_stats_into_an_existing_folder_is_refused_with_a_hint(image_dirs):
+    a, b = image_dirs
+    assert_one_line_error(fidfast_cli(a, b, "--save-stats", "--dims", "64"), "is a folder", "leave out --save-stats")
+    assert not b.with_name(b.name + ".npz").exists()
+
+
+def test_paths_may_come_after_options(image_dirs):
+    a, b = image_dirs
+    mixed = json.loads(fidfast_cli(a, "--dims", "64", b, "--json", check_rc=0).stdout)
+    plain = json.loads(fidfast_cli(a, b, "--dims", "64", "--json", check_rc=0).stdout)
+    assert mixed["fid"] == plain["fid"] and mixed["n_images"] == [12, 12]
+
+
+def test_a_statistics_file_beside_images_gives_its_dims(image_dirs, tmp_path):
+    a, b = image_dirs
+    fidfast_cli(a, tmp_path / "a64.npz", "--save-stats", "--dims", "64", check_rc=0)
+    out = json.loads(fidfast_cli(tmp_path / "a64.npz", b, "--json", check_rc=0).stdout)  # no --dims given
+    direct = json.loads(fidfast_cli(a, b, "--dims", "64", "--json", check_rc=0).stdout)
+    assert out["dims"] == 64 and abs(out["fid"] - direct["fid"]) <= 1e-9 * direct["fid"]
+    assert_one_line_error(fidfast_cli(tmp_path / "a64.npz", b, "--dims", "192"), "dims 64", "dims=192")
+
+
+def test_kid_alone_does_not_warn_about_the_fids_bias(image_dirs):
+    a, b = image_dirs
+    kid = fidfast_cli(a, b, "--dims", "64", "--metrics", "kid", "--kid-subset-size", "6", "--kid-subsets", "3",
+                      check_rc=0)
+    assert "fewer than dims" not in kid.stderr and kid.stdout.startswith("KID:")
+    both = fidfast_cli(a, b, "--dims", "64", "--metrics", "fid,kid", "--kid-subset-size", "6", check_rc=0)
+    assert both.stderr.count("fewer than dims=64") == 2
+
+
+def test_help_names_every_input_kind():
+    from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
+
+    text = " ".join(fidfast_cli("--help", check_rc=0).stdout.split())
+    for word in ("folder", ".npz", "archive", "file list", *ARCHIVE_SUFFIXES, *FILE_LIST_SUFFIXES):
+        assert word in text, word
+
+
+def test_cache_info_and_clear(image_dirs, tmp_path):
+    from fidfast.weights import resolve_weights
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "FIDFAST_WEIGHTS": resolve_weights().path}  # no conversion
+    fidfast_cli(image_dirs[0], tmp_path / "s.npz", "--save-stats", "--dims", "64", env=env, check_rc=0)
+    info = json.loads(fidfast_cli("--cache-info", "--json", env=env, check_rc=0).stdout)
+    assert info["entries"] == 1 and info["bytes"] > 0 and info["path"].startswith(str(tmp_path))
+    assert "1 entries" in fidfast_cli("--cache-info", env=env, check_rc=0).stdout
+    cleared = json.loads(fidfast_cli("--clear-cache", "--json", env=env, check_rc=0).stdout)
+    assert cleared["entries"] == 1
+    assert json.loads(fidfast_cli("--cache-info", "--json", env=env, check_rc=0).stdout)["entries"] == 0

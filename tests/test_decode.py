@@ -16,9 +16,7 @@ import fidfast
 from fidfast import FidfastError
 from fidfast.decode import decode_image
 
-from .helpers import assert_one_line_error, fidfast_cli, natural_image, write_images
-
-FAST = dict(dims=64, device="cpu", num_workers=0, cache=False, progress=False)
+from .helpers import FAST, assert_one_line_error, fidfast_cli, natural_image, write_images
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "LA"])

@@ -257,3 +257,44 @@ def test_torchrun_rank_with_no_images_and_save_stats_on_rank_0_only(tmp_path, rn
     assert np.isfinite(three.sigma).all() and np.abs(three.sigma).max() > 0
     assert rel(three.mu, one.mu) <= 1e-5 and rel(three.sigma, one.sigma) <= 1e-5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "three.npz"]
+
+
+def test_torchrun_kid_is_the_kid_of_one_process(tmp_path, rng):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_images(a, rng, _sizes(rng, 9))
+    write_images(b, rng, _sizes(rng, 10), shift=0.25)
+    kid = [a, b, "--metrics", "fid,kid", "--kid-subsets", "7", "--kid-subset-size", "6", "--json"]
+    one, two = (json.loads(out) for out in _stdouts(_launch(kid), _launch(kid, nproc=2)))
+    assert one["kid"] > 0 and one["kid_std"] > 0
+    assert abs(two["kid"] - one["kid"]) <= 1e-9 * abs(one["kid"])  # the same features, in the same order
+    assert abs(two["kid_std"] - one["kid_std"]) <= 1e-9 * one["kid_std"]
+    assert abs(two["fid"] - one["fid"]) <= 1e-5 * one["fid"]
+
+
+def _stderr_of(proc: subprocess.Popen) -> str:
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return stderr
+
+
+def test_torchrun_only_rank_0_speaks(tmp_path, rng):
+    a = tmp_path / "a"
+    write_images(a, rng, _sizes(rng, 4))
+    stderr = _stderr_of(_launch([a, a, "--batch-size", "0"], nproc=2))  # every rank hits it: rank 0 says it
+    ours = [line for line in stderr.splitlines() if line.startswith("fidfast:")]
+    assert len(ours) == 1 and "--batch-size" in ours[0], stderr
+    stderr = _stderr_of(_launch([a, a, "--verbose"], nproc=2))
+    assert stderr.count("FID Inception weights") == 1, stderr  # one process's --verbose lines, not two
+
+
+def test_torchrun_a_ranks_own_failure_names_the_rank(tmp_path, rng):
+    a = tmp_path / "a"
+    write_images(a, rng, _sizes(rng, 3))
+    (a / "img_0009.png").write_bytes(b"not an image")  # last in name order: in rank 1's share of 4
+    stderr = _stderr_of(_launch([a, a], nproc=2))
+    ours = [line for line in stderr.splitlines() if line.startswith("fidfast:")]
+    assert any(line.startswith("fidfast: error: rank 1: ") and "img_0009.png" in line for line in ours), stderr
+    assert len(ours) == len(set(ours)) <= 2, stderr  # at most rank 0's "lost contact" besides it

@@ -2,7 +2,6 @@
 the tests generate: names and signatures, numbers, and that a caller's model is the model used."""
 from __future__ import annotations
 
-import inspect
 import zipfile
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 import fidfast
 from fidfast import FidfastError, fid_score
 
-from .helpers import reference_fid, rel, write_images
+from .helpers import params, reference_fid, rel, write_images
 
 pytest.importorskip("pytorch_fid")
 import pytorch_fid.fid_score  # noqa: E402
@@ -20,11 +19,6 @@ from pytorch_fid.inception import InceptionV3 as TheirInception  # noqa: E402
 
 NAMES = ["calculate_fid_given_paths", "calculate_frechet_distance", "calculate_activation_statistics",
          "compute_statistics_of_path", "get_activations", "save_fid_stats", "ImagePathDataset", "IMAGE_EXTENSIONS"]
-
-
-def params(fn):
-    """Names, kinds and defaults (annotations may differ: fidfast adds type hints)."""
-    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -138,3 +132,31 @@ def folder_zip(tmp_path, rng):
         for p in paths:
             z.write(p, p.name)
     return tmp_path / "imgs.zip"
+
+
+def test_path_errors_are_runtime_errors_as_pytorch_fids(image_dirs, tmp_path):
+    """Callers catch pytorch-fid's RuntimeError; fidfast's are also FidfastErrors (one line in its CLI)."""
+    with pytest.raises(RuntimeError, match="Invalid path"):
+        fid_score.calculate_fid_given_paths([str(tmp_path / "none"), str(image_dirs[0])], 50, "cpu", 64)
+    with pytest.raises(RuntimeError, match="Invalid path"):
+        fid_score.save_fid_stats([str(tmp_path / "none"), str(tmp_path / "s.npz")], 50, "cpu", 64)
+    (tmp_path / "s.npz").write_bytes(b"kept")
+    with pytest.raises(RuntimeError, match="Existing output file"):
+        fid_score.save_fid_stats([str(image_dirs[0]), str(tmp_path / "s.npz")], 50, "cpu", 64)
+    with pytest.raises(FidfastError):
+        fid_score.calculate_fid_given_paths([str(tmp_path / "none"), str(image_dirs[0])], 50, "cpu", 64)
+    assert (tmp_path / "s.npz").read_bytes() == b"kept"
+
+
+def test_main_is_pytorch_fids_command_line(image_dirs, tmp_path, capsys):
+    a, b = map(str, image_dirs)
+    fid_score.main([a, b, "--dims", "64", "--device", "cpu", "--num-workers", "0"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("FID:  ")
+    expected = fid_score.calculate_fid_given_paths([a, b], 50, "cpu", 64, 0)
+    assert rel(float(printed.split()[-1]), expected) < 1e-12
+    fid_score.main(["--save-stats", a, str(tmp_path / "a.npz"), "--dims", "64", "--device", "cpu"])
+    assert fidfast.FeatureStats.load(tmp_path / "a.npz").n == 12
+    with pytest.raises(SystemExit) as end:
+        fid_score.main([a, str(tmp_path / "none"), "--dims", "64"])
+    assert end.value.code == 2 and capsys.readouterr().err.strip().startswith("fidfast: error: Invalid path")

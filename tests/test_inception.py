@@ -2,7 +2,6 @@
 TorchScript, and whether a model still holds its FID weights."""
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import pytest
@@ -10,13 +9,10 @@ import torch
 
 from fidfast import inception
 
+from .helpers import params
+
 pytest.importorskip("pytorch_fid")
 import pytorch_fid.inception  # noqa: E402
-
-
-def params(fn):
-    """Names, kinds and defaults (annotations may differ: fidfast adds type hints)."""
-    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
 def test_constants_signature_and_state_dict_are_pytorch_fids(pytorch_fid_weights):

@@ -9,9 +9,7 @@ import pytest
 import fidfast
 from fidfast import FidfastError, kernel_inception_distance
 
-from .helpers import fidfast_cli
-
-FAST = dict(dims=64, device="cpu", num_workers=0, progress=False)
+from .helpers import FAST, fidfast_cli
 
 
 def kid_reference(x, y, num_subsets, subset_size, seed):

@@ -12,11 +12,10 @@ import torch
 import fidfast
 from fidfast import native, preprocess
 
-from .helpers import cuda
-
-pytestmark = pytest.mark.skipif(not native.LOADED, reason="fidfast._C not built")
+from .helpers import cuda, needs_native
 
 
+@needs_native
 def test_extension_registers_all_ops():
     assert native.op_names() == ["resize_normalize", "cov_update_", "cov_merge_", "sqrtm_newton_schulz"]
     from fidfast import _C
@@ -50,6 +49,7 @@ def _op_samples(rng: np.random.Generator, device: str) -> dict:
     }
 
 
+@needs_native
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
 @pytest.mark.parametrize("op", native.OP_NAMES)
 def test_opcheck(op, device, rng):
@@ -59,6 +59,7 @@ def test_opcheck(op, device, rng):
         torch.library.opcheck(getattr(torch.ops.fidfast, op).default, args)
 
 
+@needs_native
 def test_ops_trace_under_torch_compile(rng):
     """The fake kernels let torch.compile trace through the ops (no graph break needed to run them)."""
     (args,) = _op_samples(rng, "cpu")["sqrtm_newton_schulz"]
@@ -81,9 +82,11 @@ def test_a_missing_extension_warns_once_and_says_why(tmp_path):
             "    for _ in range(3):\n"
             "        fidfast.FeatureStats(4).update(torch.ones(3, 4) * torch.arange(3.)[:, None])\n"
             "print(len([w for w in caught if 'fidfast._C' in str(w.message)]))\n"
-            "print(fidfast.backend_info()['native_error'])\n")
+            "info = fidfast.backend_info()\n"
+            "print(info['native_error']); print(info['native_cpu'], info['native_cuda'], info['ops'])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    count, reason = proc.stdout.strip().splitlines()
+    count, reason, backends = proc.stdout.strip().splitlines()
     assert count == "1"
     assert "fidfast._C" in reason  # the import error itself
+    assert backends == "False False []"

@@ -7,14 +7,13 @@ import warnings
 import zipfile
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import fidfast
 
-from .helpers import natural_image, rel
-
-FAST = dict(dims=64, device="cpu", num_workers=0, cache=False, progress=False)
+from .helpers import FAST, natural_image, rel, write_images
 
 
 def test_archives_file_lists_and_path_lists_match_the_folder(folder, tmp_path):
@@ -87,3 +86,48 @@ def test_fewer_images_than_dims_warns_and_stays_finite(image_dirs):
         fid = fidfast.calculate_fid(*image_dirs, dims=192, device="cpu", num_workers=0, cache=False)
     assert np.isfinite(fid) and fid > 0
     assert any("fewer than dims=192" in str(w.message) for w in caught)
+
+
+def test_the_same_images_give_the_same_bits_from_a_folder_zip_or_tar(folder, tmp_path):
+    """Every input is read in name order, in the same batches: archives whose members were added in
+    another order (here reversed) give the folder's statistics bit for bit, compressed or not."""
+    root, paths = folder
+    ref = fidfast.compute_stats(root, **{**FAST, "batch_size": 3})
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        for p in reversed(paths):
+            z.write(p, p.name)
+    for mode, name in (("w", "a.tar"), ("w:gz", "a.tar.gz"), ("w:xz", "a.txz")):
+        with tarfile.open(tmp_path / name, mode) as t:
+            for p in reversed(paths):
+                t.add(p, p.name)
+    for name in ("a.zip", "a.tar", "a.tar.gz", "a.txz"):
+        for workers in (0, 2):
+            stats = fidfast.compute_stats(tmp_path / name, **{**FAST, "batch_size": 3, "num_workers": workers})
+            assert np.array_equal(stats.mu, ref.mu) and np.array_equal(stats.sigma, ref.sigma), (name, workers)
+
+
+def test_one_image_is_statistics_to_merge_and_only_a_fid_needs_two(tmp_path, rng):
+    paths = write_images(tmp_path / "d", rng, [(40, 50)] * 3)
+    one = fidfast.compute_stats([str(paths[0])], **FAST)
+    assert one.n == 1
+    rest = fidfast.compute_stats([str(p) for p in paths[1:]], **FAST)
+    merged = fidfast.FeatureStats.merge([one, rest])
+    whole = fidfast.compute_stats(tmp_path / "d", **FAST)
+    assert merged.n == 3 and rel(merged.sigma, whole.sigma) < 1e-12
+    with pytest.raises(fidfast.FidfastError, match="at least 2 images, got 1"):
+        fidfast.calculate_fid([str(paths[0])], tmp_path / "d", **FAST)
+
+
+def test_a_list_of_images_of_any_sizes_is_one_batch(tmp_path, rng):
+    images = [natural_image(rng, h, w) for h, w in [(40, 52), (64, 64), (33, 90), (48, 48), (75, 61)]]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    files = fidfast.compute_stats(tmp_path, **FAST)
+    for listed in (images, [torch.from_numpy(img) for img in images]):
+        stats = fidfast.compute_stats(listed, **{**FAST, "batch_size": 2})
+        assert stats.n == 5 and rel(stats.sigma, files.sigma) < 1e-12 and rel(stats.mu, files.mu) < 1e-12
+    same = [natural_image(rng, 30, 40) for _ in range(3)]  # floats 3×H×W in [0, 1], stacked
+    floats = fidfast.compute_stats([torch.from_numpy(img).permute(2, 0, 1) / 255 for img in same], **FAST)
+    assert rel(floats.sigma, fidfast.compute_stats(np.stack(same), **FAST).sigma) < 1e-5
+    with pytest.raises(fidfast.FidfastError, match="image 1 of the list"):
+        fidfast.compute_stats([images[0], np.ones((4, 5, 2), np.uint8)], **FAST)

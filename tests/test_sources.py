@@ -13,9 +13,7 @@ import fidfast
 from fidfast import FidfastError
 from fidfast.sources import ImageFiles, list_archive, list_image_files, open_source, read_file_list
 
-from .helpers import write_images
-
-FAST = dict(dims=64, device="cpu", num_workers=0, cache=False, progress=False)
+from .helpers import FAST, write_images
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 5, 5), np.uint8), np.full((2, 3, 8, 8), 2.0, np.float32),
@@ -69,3 +67,13 @@ def test_open_source_resolves_each_kind(tmp_path, rng):
     (tmp_path / "x.bin").write_bytes(b"?")
     with pytest.raises(FidfastError, match="expected a folder"):
         open_source(tmp_path / "x.bin")
+
+
+def test_readme_names_every_input_suffix():
+    from pathlib import Path
+
+    from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for suffix in (*ARCHIVE_SUFFIXES, *FILE_LIST_SUFFIXES):
+        assert f"`{suffix}`" in readme, suffix

@@ -213,7 +213,7 @@ def test_pytorch_fid_file_has_no_count_and_cannot_merge(rng, tmp_path):
         FeatureStats.merge([loaded, loaded])
 
 
-@pytest.mark.parametrize("content", ["no_sigma", "object", "nan", "shape", "garbage", "n_array", "n_one"])
+@pytest.mark.parametrize("content", ["no_sigma", "object", "nan", "shape", "garbage", "n_array", "n_zero"])
 def test_bad_statistics_files(rng, tmp_path, content):
     path = tmp_path / "bad.npz"
     if content == "no_sigma":
@@ -226,8 +226,8 @@ def test_bad_statistics_files(rng, tmp_path, content):
         np.savez(path, mu=rng.normal(size=3), sigma=np.eye(4))
     elif content == "n_array":
         np.savez(path, mu=rng.normal(size=2), sigma=np.eye(2), n=np.array([1, 2]))
-    elif content == "n_one":
-        np.savez(path, mu=rng.normal(size=2), sigma=np.eye(2), n=np.int64(1))
+    elif content == "n_zero":
+        np.savez(path, mu=rng.normal(size=2), sigma=np.eye(2), n=np.int64(0))
     else:
         path.write_bytes(b"not a zip at all")
     with pytest.raises(FidfastError, match="bad.npz"):
@@ -254,3 +254,15 @@ def test_merge_in_place_and_from_the_exact_state(rng):
     assert rel(a.sigma, np.cov(x, rowvar=False)) < 1e-12 and rel(a.mu, x.mean(0)) < 1e-13
     with pytest.raises(FidfastError, match="dims"):
         a.merge_(stream(x[:, :5], 8))
+
+
+def test_one_image_is_a_shard_that_saves_loads_and_merges(rng, tmp_path):
+    x = np.abs(rng.normal(size=(5, 6))) + 1
+    one = stream(x[:1], 1)
+    one.save(tmp_path / "one.npz")
+    loaded = FeatureStats.load(tmp_path / "one.npz")
+    assert loaded.n == 1 and np.array_equal(loaded.mu, x[0])
+    with pytest.raises(FidfastError, match="at least 2"):
+        loaded.covariance
+    merged = FeatureStats.merge([loaded, stream(x[1:], 2)])
+    assert merged.n == 5 and rel(merged.sigma, np.cov(x, rowvar=False)) < 1e-12

@@ -111,3 +111,17 @@ def test_converted_weights_reproduce_the_torchscript_in_pytorch_fids_network(pyt
     assert a.shape == b.shape == (2, 2048)
     assert (a - b).abs().max() < 1e-5
     assert a.abs().mean() > 0.05  # real features, not zeros
+
+
+def test_a_file_that_is_not_safe_to_load_is_not_advised_to_load_unsafely(tmp_path):
+    """torch's own error suggests weights_only=False (which would run the file's code): not passed on."""
+    import collections
+    import pickle
+
+    odd = tmp_path / "odd.pth"
+    odd.write_bytes(pickle.dumps(collections.Counter(a=1)))  # a class weights_only does not allow
+    with pytest.raises(FidfastError) as err:
+        w.resolve_weights(str(odd)).state_dict()
+    message = str(err.value)
+    assert "odd.pth" in message and w.PYTORCH_FID_FILE in message and w.FID_HELPER_FILE in message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message

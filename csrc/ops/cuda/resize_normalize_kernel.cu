@@ -50,8 +50,8 @@ __global__ void resize_normalize_kernel(
   }
 }
 
-// A host tensor (checked there) copied to the device without waiting for it: pinned, as the
-// loader leaves meta and preprocess.py the tables, the copy overlaps queued work.
+// A host tensor (checked there) copied to the device without waiting for it: pinned, as
+// preprocess.py leaves meta and the tables, the copy overlaps queued work.
 at::Tensor on_device(const at::Tensor& host, const at::Device& device) {
   return host.to(device, host.scalar_type(), /*non_blocking=*/true);
 }
