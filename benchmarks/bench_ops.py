@@ -3,7 +3,9 @@
 
 Ops (median of --repeats after --warmup runs, per device):
     resize_normalize   a batch of decoded JPEG-sized images → 299×299 network input
-                       (native op against preprocess.resize_normalize_reference, pytorch-fid's own arithmetic)
+                       (native op against preprocess.resize_normalize_reference, pytorch-fid's own arithmetic),
+                       and on the CPU each protocol's against the tool it comes from (torch-fidelity's TF1
+                       bilinear, clean-fid's PIL bicubic, F.interpolate with and without antialias)
     cov_update_        one batch of 2048-d features into the streaming statistics
     cov_merge_         merging two 2048-d states
     sqrtm_newton_schulz
@@ -30,7 +32,7 @@ import torch
 from core import machine_info, synchronize, time_passes, write_results
 
 from fidfast import frechet, native, stats
-from fidfast.preprocess import PackedBatch, pack, resize_normalize, resize_normalize_reference
+from fidfast.preprocess import PROTOCOLS, PackedBatch, pack, resize_normalize, resize_normalize_reference
 
 D = 2048
 
@@ -73,6 +75,61 @@ def bench_ops(device: torch.device, warmup: int, repeats: int) -> list:
     return rows
 
 
+def anchors() -> dict:
+    """Each protocol's own preprocessing in the tool it comes from, on a uint8 N×H×W×3 batch (the float
+    conversion included, as each tool does it); None where the tool is not installed."""
+    import torch.nn.functional as F
+
+    def pytorch_fid(x):
+        return F.interpolate(x.permute(0, 3, 1, 2).float() / 255, size=(299, 299), mode="bilinear",
+                             align_corners=False) * 2 - 1
+
+    def torchmetrics(x):
+        return (F.interpolate(x.permute(0, 3, 1, 2).float(), size=(299, 299), mode="bilinear", align_corners=False,
+                              antialias=True) - 128) / 128
+
+    found = {"pytorch-fid": ("F.interpolate (pytorch-fid)", pytorch_fid),
+             "torchmetrics": ("F.interpolate, antialias (torchmetrics)", torchmetrics)}
+    try:
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+        found["tf"] = ("torch-fidelity's TF1 bilinear", lambda x: (interpolate_bilinear_2d_like_tensorflow1x(
+            x.permute(0, 3, 1, 2).float(), size=(299, 299), align_corners=False) - 128) / 128)
+    except ImportError:
+        found["tf"] = None
+    try:
+        from cleanfid.resize import build_resizer
+
+        resize = build_resizer("clean")
+        found["clean"] = ("clean-fid's PIL bicubic, per image", lambda x: [(resize(img) - 128) / 128
+                                                                            for img in x.numpy()])
+    except ImportError:
+        found["clean"] = None
+    return found
+
+
+def bench_protocols(warmup: int, repeats: int) -> list:
+    """Each protocol's preprocessing: fidfast's native op against the tool's own, on the CPU."""
+    rng = np.random.default_rng(2)
+    images = torch.from_numpy(np.stack([rng.integers(0, 256, size=(375, 500, 3), dtype=np.uint8) for _ in range(50)]))
+    batch = pack(images)
+    cpu = torch.device("cpu")
+    rows = []
+    for name, protocol in PROTOCOLS.items():
+        timings = {"fidfast": ("native resize_normalize", lambda: resize_normalize(batch, protocol=protocol))}
+        if anchors()[name] is not None:
+            label, fn = anchors()[name]
+            timings["anchor"] = (label, lambda fn=fn: fn(images))
+        for impl, (label, fn) in timings.items():
+            for _ in range(max(0, warmup - 1)):
+                fn()
+            seconds = time_passes(fn, cpu, repeats)["seconds"]
+            rows.append({"protocol": name, "impl": impl, "what": label, "images_per_s": len(images) / seconds,
+                         "median_ms": 1e3 * seconds})
+            print(f"{name:13s} {impl:8s} {len(images) / seconds:9.0f} img/s  {label}", flush=True)
+    return rows
+
+
 def covariances(rng: np.random.Generator, n: int) -> tuple:
     """Two d×d covariances of n non-negative, correlated, Inception-like feature rows."""
     out = []
@@ -107,7 +164,7 @@ def bench_frechet(device: torch.device, skip_scipy: bool, n_full: int, n_small: 
     return rows
 
 
-def markdown(info: dict, device: str, ops: list, frechet_rows: list) -> str:
+def markdown(info: dict, device: str, ops: list, frechet_rows: list, protocol_rows: list) -> str:
     gpu = (info.get("gpu") or {}).get("name")
     lines = [f"# fidfast ops benchmark ({device})", "",
              f"- machine: {gpu + ', ' if gpu else ''}{info['cpu']}, {info['cpu_cores_usable']} usable cores",
@@ -118,6 +175,15 @@ def markdown(info: dict, device: str, ops: list, frechet_rows: list) -> str:
     for r in ops:
         items = f"{r['items_per_s']:.0f}" if "items_per_s" in r else ""
         lines.append(f"| {r['op']} | {r['impl']} | {r['shape']} | {r['median_ms']:.2f} | {items} |")
+    if protocol_rows:
+        lines += ["", "## Each protocol's preprocessing, 50 × 375×500×3 uint8 → 50×3×299×299 (median)", "",
+                  "| protocol | fidfast (native op) | the tool's own | speedup |", "|---|---:|---:|---:|"]
+        for name in PROTOCOLS:
+            ours = next(r for r in protocol_rows if r["protocol"] == name and r["impl"] == "fidfast")
+            theirs = next((r for r in protocol_rows if r["protocol"] == name and r["impl"] == "anchor"), None)
+            lines.append(f"| {name} | {ours['images_per_s']:.0f} img/s | " + (
+                f"{theirs['images_per_s']:.0f} img/s ({theirs['what']}) | "
+                f"{ours['images_per_s'] / theirs['images_per_s']:.1f}× |" if theirs else "not installed | |"))
     lines += ["", "## tr √(Σ₁Σ₂), one run each", "", "| case | method | seconds | rel. error vs eigh |",
               "|---|---|---:|---:|"]
     for r in frechet_rows:
@@ -146,9 +212,10 @@ def main() -> None:
         device = torch.device(name)
         info = machine_info(device)
         ops = bench_ops(device, args.warmup, args.repeats)
+        protocol_rows = bench_protocols(args.warmup, args.repeats) if name == "cpu" else []
         frechet_rows = bench_frechet(device, args.skip_scipy, args.n_full, args.n_small)
-        report = {"machine": info, "ops": ops, "frechet_trace_sqrt": frechet_rows}
-        write_results(f"ops_{name}", report, markdown(info, name, ops, frechet_rows))
+        report = {"machine": info, "ops": ops, "protocols": protocol_rows, "frechet_trace_sqrt": frechet_rows}
+        write_results(f"ops_{name}", report, markdown(info, name, ops, frechet_rows, protocol_rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A statistics cache for image inputs, keyed by content, so re-scoring against a reference is free.
 
 The key hashes everything that changes the numbers: each image's path (as the OS's bytes), size and
-modification time, the weights' digest, dims, precision, device type and the preprocessing version.
+modification time, the weights' digest, dims, protocol, precision, device type and the preprocessing
+version.
 Entries are ``$XDG_CACHE_HOME/fidfast/stats/<key>.npz``, written atomically (write, then rename), so
 concurrent runs at worst compute the same entry twice. Off with ``--no-cache`` / ``cache=False``.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -52,8 +54,9 @@ def _stat_line(path: Path) -> bytes:
 
 def stats_key(refs: Sequence[ImageRef], settings: Settings) -> str:
     """The cache key of the statistics of ``refs`` computed with ``settings``."""
-    h = hashlib.sha256(f"v{PREPROCESS_VERSION}|{settings.dims}|{settings.precision}|{settings.device.type}|"
-                       f"{settings.skip_bad_images}|{settings.inception_weights.digest}\n".encode())
+    h = hashlib.sha256(f"v{PREPROCESS_VERSION}|{settings.dims}|{settings.protocol}|{settings.precision}|"
+                       f"{settings.device.type}|{settings.skip_bad_images}|{settings.inception_weights.digest}\n"
+                       .encode())
     archives_seen = set()
     for ref in refs:
         if isinstance(ref, tuple):
@@ -114,7 +117,22 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _stale_temporaries(age: float) -> List[Path]:
+    """Partial entries that runs killed while writing left behind, older than ``age`` seconds."""
+    now = time.time()
+    found = []
+    for path in stats_dir().glob("*.tmp"):
+        try:
+            if now - path.stat().st_mtime > age:
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _evict(limit: int, keep: Optional[Path] = None) -> None:
+    for leftover in _stale_temporaries(age=24 * 3600):
+        leftover.unlink(missing_ok=True)
     paths = entries()
     total = sum(_size(p) for p in paths)
     for path in paths:  # oldest first; the entry just written goes last, and only if it alone is too big
@@ -138,6 +156,6 @@ def info() -> dict:
 def clear() -> dict:
     """Remove every entry; returns what was removed (entries, bytes)."""
     removed = info()
-    for path in entries():
+    for path in entries() + _stale_temporaries(age=0):
         path.unlink(missing_ok=True)
     return {"path": removed["path"], "entries": removed["entries"], "bytes": removed["bytes"]}

@@ -21,7 +21,8 @@ from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
 from fidfast.metrics import check_kid_options, kernel_inception_distance
 from fidfast.network import DIMS
-from fidfast.pipeline import check_fid_input, features, statistics, statistics_pair
+from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
+from fidfast.preprocess import PROTOCOLS
 from fidfast.settings import PRECISIONS, Settings
 from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
 from fidfast.stats import npz_path
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, default=None, choices=DIMS,
                    help="Inception feature dims, 2048 = pool3, the standard FID (default: 2048, or a statistics "
                    "file's own dims)")
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                   help="how pixels become the network's input, as one tool does it: pytorch-fid (bilinear on "
+                   "[0, 1]), tf (TensorFlow 1's bilinear: TTUR, StyleGAN, torch-fidelity), clean (clean-fid's PIL "
+                   "bicubic), torchmetrics (antialiased bilinear); README: 'Protocols' (default: pytorch-fid, or a "
+                   "statistics file's own)")
     p.add_argument("--save-stats", action="store_true", help="write the statistics of the first path to the second")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = fp16 on CUDA, fp32 on CPU; fp32 reproduces pytorch-fid")
@@ -99,13 +105,15 @@ def say(line: str, stream=None) -> None:
 
 
 def _rank() -> int:
-    """This process's rank: the process group's, or before one is joined, torchrun's ``RANK``."""
+    """This process's rank: the process group's, or before one is joined, the one a complete torchrun
+    environment names (0 otherwise: with a broken environment every process speaks)."""
     if launch.group_world_size() > 1:
         return distributed.rank()
     try:
-        return int(os.environ.get("RANK") or 0)
-    except ValueError:
+        env = launch.torchrun_env()
+    except FidfastError:
         return 0
+    return env.rank if env is not None else 0
 
 
 def _setup_messages(verbose: bool) -> None:
@@ -113,14 +121,15 @@ def _setup_messages(verbose: bool) -> None:
         if _rank() != 0:
             return
         text = str(message)
-        say(text if text.startswith("fidfast") else f"fidfast: warning: {text}")
+        say(f"fidfast: warning: {text.removeprefix('fidfast: ')}")
 
     warnings.showwarning = show
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("fidfast")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if verbose and _rank() == 0 else logging.WARNING)
+    # Under torchrun the other ranks' log lines would repeat rank 0's: they stay silent.
+    logger.setLevel(logging.CRITICAL + 1 if _rank() != 0 else logging.DEBUG if verbose else logging.WARNING)
     logger.propagate = False
 
 
@@ -144,25 +153,37 @@ def _cache_command(args: argparse.Namespace) -> None:
 
 
 def _check_output(args: argparse.Namespace) -> Path:
-    """The .npz that --save-stats writes: not an existing file, a folder or the input."""
+    """The .npz that --save-stats writes, checked before any work: a new file, in a folder that takes it."""
     given = Path(args.path[1])
     if given.is_dir():
         raise FidfastError(f"{given}: is a folder; --save-stats writes the statistics of {args.path[0]} to a "
                            "file: name an .npz (to compare two inputs, leave out --save-stats)")
+    if given.exists() and not given.name.endswith(".npz"):
+        raise FidfastError(f"{given}: exists; --save-stats writes the statistics of {args.path[0]} to a new "
+                           ".npz (to compare two inputs, leave out --save-stats)")
     output = npz_path(given)
     if output.exists():
         raise FidfastError(f"{output}: output file exists; not overwriting it")
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:  # the first existing folder on the way
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise FidfastError(f"{output}: cannot write there ({folder} is not a folder this user can write in)")
     return output
 
 
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     _setup_messages(args.verbose)
-    if args.version:
-        say(_version(args.weights), sys.stdout)
-        return 0
-    if args.cache_info or args.clear_cache:
-        _cache_command(args)
+    if args.version or args.cache_info or args.clear_cache:
+        if args.path:
+            raise FidfastError(f"--version, --cache-info and --clear-cache take no paths, got {len(args.path)}")
+        if _rank() != 0:  # under torchrun, once
+            return 0
+        if args.version:
+            say(_version(args.weights), sys.stdout)
+        else:
+            _cache_command(args)
         return 0
     if len(args.path) != 2:
         raise FidfastError(f"expected 2 paths, got {len(args.path)} (fidfast PATH1 PATH2; see --help)")
@@ -176,7 +197,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     if unknown or not metrics:
         raise FidfastError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none)'}; choose from fid, kid")
     launch.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
-    settings = Settings(dims=args.dims, device=args.device, precision=args.precision, weights=args.weights,
+    settings = Settings(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
+                        weights=args.weights,
                         batch_size=args.batch_size, num_workers=args.num_workers,
                         skip_bad_images=args.skip_bad_images, progress=False if (args.quiet or args.json) else None,
                         cache=not args.no_cache, recursive=args.recursive)
@@ -191,15 +213,18 @@ def run(argv: Optional[List[str]] = None) -> int:
         try:
             stats.save(output, exclusive=True)
         except FileExistsError:
+            if not output.exists():
+                raise
             raise FidfastError(f"{output}: another run wrote this file meanwhile; not overwriting it") from None
         if args.json:
-            print(json.dumps({"saved": str(output), "dims": stats.dims, "n_images": stats.n,
-                              "skipped": int(stats.meta.get("skipped", 0))}))
+            print(json.dumps({"saved": str(output), "dims": stats.dims, "protocol": stats.protocol,
+                              "n_images": stats.n, "skipped": int(stats.meta.get("skipped", 0))}))
         return 0
 
     kid = None
     if "kid" in metrics:
         (s1, f1), (s2, f2) = (features(p, settings) for p in args.path)
+        check_same_protocol(s1, s2)
         if "fid" in metrics:
             for s, p in ((s1, args.path[0]), (s2, args.path[1])):
                 check_fid_input(s, p)
@@ -208,7 +233,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         s1, s2 = statistics_pair(*args.path, settings)
     if not primary:
         return 0
-    result = {"dims": s1.dims, "n_images": [s1.n, s2.n]}
+    result = {"dims": s1.dims, "protocol": s1.protocol or s2.protocol, "n_images": [s1.n, s2.n]}
     if "fid" in metrics:
         result["fid"] = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
     if kid is not None:

@@ -7,17 +7,14 @@ PIL's ``convert('RGB')`` (pytorch-fid's), except 16-bit greyscale, which is scal
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
-import shutil
 import tarfile
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import IO, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import IO, Dict, Iterator, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -109,21 +106,30 @@ def collate(items: Sequence[Decoded]) -> PackedBatch:
                 [(name, err) for img, name, err in items if img is None])
 
 
-_DECOMPRESS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+_DECOMPRESS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 
 
-def uncompressed_tar(archive: Path, folder: Path) -> Path:
-    """The tar itself when it is not compressed, else a copy decompressed once into ``folder``: a
-    compressed stream has no random access, and images are read in name order, not archive order."""
+def readable_tar(archive: Path, members: Set[str], folder: Path) -> Path:
+    """A tar that gives ``members`` by random access: the archive itself when it is not compressed, else
+    a plain copy of just those members in ``folder`` (one pass over the compressed stream; images are
+    read in name order, not in archive order). Links become the files they point to."""
     with open(archive, "rb") as f:
         magic = f.read(6)
-    for signature, opener in _DECOMPRESS:
-        if magic.startswith(signature):
-            copy = folder / f"{len(list(folder.iterdir()))}.tar"
-            with opener(archive) as src, open(copy, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            return copy
-    return archive
+    if not magic.startswith(_DECOMPRESS):
+        return archive
+    copy = folder / f"{len(list(folder.iterdir()))}.tar"
+    with tarfile.open(archive) as src, tarfile.open(copy, "w") as dst:
+        for member in src:
+            if member.name not in members:
+                continue
+            try:
+                data = src.extractfile(member).read()
+            except (KeyError, AttributeError):  # a link to nothing: left out, so reading it reports it
+                continue
+            entry = tarfile.TarInfo(member.name)
+            entry.size = len(data)
+            dst.addfile(entry, io.BytesIO(data))
+    return copy
 
 
 def iter_decoded(refs: Sequence[ImageRef], settings: Settings) -> Iterator[PackedBatch]:
@@ -132,13 +138,17 @@ def iter_decoded(refs: Sequence[ImageRef], settings: Settings) -> Iterator[Packe
     raises :class:`FidfastError` naming it, unless ``settings.skip_bad_images``: then each batch carries
     its bad images in ``.bad``."""
     workers = settings.num_workers
-    tars = {ref[0] for ref in refs if isinstance(ref, tuple) and not is_zip(ref[0])}
+    tars: Dict[Path, Set[str]] = {}
+    for ref in refs:
+        if isinstance(ref, tuple) and not is_zip(ref[0]):
+            tars.setdefault(ref[0], set()).add(ref[1])
     with tempfile.TemporaryDirectory(prefix="fidfast-") as scratch:
-        try:
-            readable = {tar: uncompressed_tar(tar, Path(scratch)) for tar in tars}
-        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-            raise FidfastError(f"cannot decompress {', '.join(map(str, tars))} ({exc.__class__.__name__}: {exc})") \
-                from None
+        readable = {}
+        for tar, members in tars.items():
+            try:
+                readable[tar] = readable_tar(tar, members, Path(scratch))
+            except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
+                raise FidfastError(f"{tar}: cannot decompress ({exc.__class__.__name__}: {exc})") from None
         loader = torch.utils.data.DataLoader(
             ImageDataset(refs, readable), batch_size=settings.batch_size, shuffle=False, num_workers=workers,
             collate_fn=collate, pin_memory=settings.device.type == "cuda",

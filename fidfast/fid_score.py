@@ -34,7 +34,7 @@ from fidfast.preprocess import to_unit, unpack
 from fidfast.progress import Progress
 from fidfast.settings import Settings, default_num_workers
 from fidfast.sources import IMAGE_EXTENSIONS, ImageFiles, open_source
-from fidfast.stats import FeatureStats
+from fidfast.stats import FeatureStats, npz_path
 
 __all__ = ["IMAGE_EXTENSIONS", "ImagePathDataset", "get_activations", "calculate_frechet_distance",
            "calculate_activation_statistics", "compute_statistics_of_path", "calculate_fid_given_paths",
@@ -73,8 +73,8 @@ class ImagePathDataset(torch.utils.data.Dataset):
 
 def _settings(batch_size: int, dims: int, device, num_workers: int, model=None) -> Settings:
     """fp32 settings for the pipeline, with the weights of ``model`` (a fidfast InceptionV3) if given."""
-    return Settings(dims=dims, device=device, precision="fp32", batch_size=batch_size, num_workers=num_workers,
-                    weights=getattr(model, "weights", None))
+    return Settings(dims=dims, protocol="pytorch-fid", device=device, precision="fp32", batch_size=batch_size,
+                    num_workers=num_workers, weights=getattr(model, "weights", None))
 
 
 def _is_the_pipeline(model, dims: int) -> bool:
@@ -162,7 +162,7 @@ def save_fid_stats(paths: Sequence[str], batch_size: int, device, dims: int, num
     """Statistics of the folder ``paths[0]`` saved to the .npz ``paths[1]`` (which must not exist)."""
     if not os.path.exists(paths[0]):
         raise PathError(f"Invalid path: {paths[0]}")
-    if os.path.exists(paths[1]):
+    if os.path.exists(paths[1]) or npz_path(paths[1]).exists():  # np.savez would write paths[1] + .npz
         raise PathError(f"Existing output file: {paths[1]}")
     with distributed.single_process():
         stats = pipeline.statistics(paths[0], _settings(batch_size, dims, device, num_workers))
@@ -187,3 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.stderr.write(f"fidfast: error: {exc}\n")
         sys.exit(2)
     print("FID: ", fid_value)
+
+
+if __name__ == "__main__":  # python -m fidfast.fid_score, as python -m pytorch_fid.fid_score
+    main()

@@ -13,7 +13,7 @@ import torch
 
 from fidfast.errors import FidfastError, warn
 from fidfast.frechet import check_method, covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
-from fidfast.pipeline import check_fid_input, features, statistics, statistics_pair
+from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
 from fidfast.settings import Settings
 from fidfast.sources import Source, open_source
 from fidfast.stats import FeatureStats
@@ -36,8 +36,8 @@ class FID:
     def __init__(self, reference: Source, **settings) -> None:
         settings = Settings(**settings)
         opened = open_source(reference, settings.recursive)
-        if isinstance(opened, FeatureStats):  # samples are computed at a reference file's dims
-            settings = settings.with_dims_of(opened.dims)
+        if isinstance(opened, FeatureStats):  # samples are computed with a reference file's dims and protocol
+            settings = settings.like(opened.dims, opened.protocol)
         self.settings = settings
         self.reference = check_fid_input(statistics(opened, settings), "the reference")
         self._mu = self.reference.mean.to(self.settings.device)
@@ -52,6 +52,7 @@ class FID:
     def __call__(self, samples: Union[Source, FeatureStats]) -> float:
         """FID between ``samples`` (any input, or a FeatureStats) and the reference."""
         s = check_fid_input(samples if isinstance(samples, FeatureStats) else self.stats(samples), "the samples")
+        check_same_protocol(self.reference, s)
         if s.dims != self.reference.dims:
             raise FidfastError(f"samples have dims {s.dims}, the reference {self.reference.dims}")
         mu, cov = s.mean.to(self.settings.device), s.covariance.to(self.settings.device)

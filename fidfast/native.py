@@ -73,7 +73,7 @@ def check(ok: bool, message: str) -> None:
 
 if LOADED:
     @torch.library.register_fake("fidfast::resize_normalize")
-    def _(data, meta, taps, weights, divisor, shift, scale, out_size, dtype, channels_last):
+    def _(data, meta, taps, weights, divisor, shift, scale, lo, hi, out_size, dtype, channels_last):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return torch.empty((meta.shape[0], 3, out_size, out_size), dtype=dtype, device=data.device,
                            memory_format=fmt)

@@ -57,7 +57,7 @@ def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Te
             # Fixed 299×299 shapes: cuDNN may pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
             with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
                                                                     allow_tf32=settings.precision != "fp32"):
-                features = model(network_input(batch, settings.device, settings.dtype))
+                features = model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
             bar.update(n + bad)  # after the network: counted when done, not when decoded
             yield features, bad
     finally:
@@ -103,7 +103,7 @@ def _share(opened: Images) -> Images:
 def _finish(stats: FeatureStats, skipped: int, settings: Settings, label: str) -> FeatureStats:
     if stats.n == 0:
         raise FidfastError(f"{label}: no images" + (f" (all {skipped} were unreadable)" if skipped else ""))
-    stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims)
+    stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims, protocol=settings.protocol)
     report_skipped(stats, label)
     return stats.to("cpu")
 
@@ -126,20 +126,36 @@ def check_fid_input(stats: FeatureStats, label: str) -> FeatureStats:
     return stats
 
 
-def check_dims(stats: FeatureStats, settings: Settings) -> FeatureStats:
-    if stats.dims != settings.dims:
-        raise FidfastError(f"{stats.path or 'statistics'}: statistics have dims {stats.dims}, but "
-                           f"dims={settings.dims} was asked for")
+def check_matches(stats: FeatureStats, settings: Settings) -> FeatureStats:
+    """A statistics file must have the settings' dims and protocol, where these were asked for; one
+    without a recorded protocol (pytorch-fid's, TTUR's) is taken as the settings' (``--verbose`` says so)."""
+    label = stats.path or "statistics"
+    if settings.dims_given and stats.dims != settings.dims:
+        raise FidfastError(f"{label}: statistics have dims {stats.dims}, but dims={settings.dims} was asked for")
+    if stats.protocol is None:
+        log.info("fidfast: %s records no protocol (pytorch-fid's and TTUR's files do not): taken as %s",
+                 label, settings.protocol)
+    elif settings.protocol_given and stats.protocol != settings.protocol:
+        raise FidfastError(f"{label}: statistics of protocol {stats.protocol}, but --protocol {settings.protocol} "
+                           "was asked for: FIDs of different protocols are not comparable")
     return stats
+
+
+def check_same_protocol(first: FeatureStats, second: FeatureStats) -> None:
+    """Refuse to compare statistics that record different protocols."""
+    if first.protocol is not None and second.protocol is not None and first.protocol != second.protocol:
+        raise FidfastError(f"{first.path or 'the first input'} was computed with protocol {first.protocol}, "
+                           f"{second.path or 'the second'} with {second.protocol}: FIDs of different protocols are "
+                           "not comparable (compute both with one --protocol)")
 
 
 def statistics(source: Source, settings: Settings) -> FeatureStats:
     """Statistics of any input (:mod:`fidfast.sources`), on the CPU; image files go through the
     statistics cache. Under torch.distributed every rank calls it and gets the statistics of all of it.
-    A statistics file is taken as it is when no dims were asked for."""
+    A statistics file is taken as it is, checked against the dims and protocol that were asked for."""
     opened = open_source(source, settings.recursive)
     if isinstance(opened, FeatureStats):
-        return check_dims(opened, settings) if settings.dims_given else opened
+        return check_matches(opened, settings)
     key = None
     if isinstance(opened, ImageFiles) and settings.cache and cache.size_limit() > 0:
         key = cache.stats_key(opened.refs, settings)
@@ -161,16 +177,20 @@ def statistics(source: Source, settings: Settings) -> FeatureStats:
 def statistics_pair(a: Source, b: Source, settings: Settings) -> Tuple[FeatureStats, FeatureStats]:
     """Statistics of the two inputs of a FID, each checked to make one (≥ 2 images) before the next is
     computed. Two statistics files are taken as they are, whatever ``settings.dims`` (as pytorch-fid does;
-    the Fréchet distance checks that they agree); images beside a statistics file take its dims unless
-    dims were asked for, and then must match (checked before any image is processed)."""
+    the Fréchet distance checks that they agree); images beside a statistics file take its dims and
+    protocol unless these were asked for, and then must match (checked before any image is processed).
+    Statistics of two different protocols are refused."""
     first, second = open_source(a, settings.recursive), open_source(b, settings.recursive)
     if isinstance(first, FeatureStats) and isinstance(second, FeatureStats):
+        check_same_protocol(first, second)
         return tuple(check_fid_input(s, _label(s)) for s in (first, second))
     for opened in (first, second):
         if isinstance(opened, FeatureStats):
-            settings = settings.with_dims_of(opened.dims)
-            check_dims(opened, settings)
-    return tuple(check_fid_input(statistics(opened, settings), _label(opened)) for opened in (first, second))
+            settings = settings.like(opened.dims, opened.protocol)
+            check_matches(opened, settings)
+    pair = tuple(check_fid_input(statistics(opened, settings), _label(opened)) for opened in (first, second))
+    check_same_protocol(*pair)
+    return pair
 
 
 def _label(opened: Union[FeatureStats, Images]) -> str:
@@ -193,9 +213,9 @@ def compute_stats(samples: Source, **settings) -> FeatureStats:
     """Inception feature statistics of any input: a folder, file list, archive, .npz statistics file,
     list of paths, image array/tensor or iterable of image batches (see :mod:`fidfast.sources`).
 
-    Keyword arguments are the fields of :class:`fidfast.Settings` (``dims``, ``device``, ``precision``,
-    ``weights``, ``batch_size``, ``num_workers``, ``skip_bad_images``, ``progress``, ``cache``,
-    ``recursive``), checked before any file is listed.
+    Keyword arguments are the fields of :class:`fidfast.Settings` (``dims``, ``protocol``, ``device``,
+    ``precision``, ``weights``, ``batch_size``, ``num_workers``, ``skip_bad_images``, ``progress``,
+    ``cache``, ``recursive``), checked before any file is listed.
 
     Returns a :class:`FeatureStats` (float64 mean ``.mu`` (dims,), covariance ``.sigma`` (dims, dims),
     count ``.n``) on the CPU.

@@ -18,12 +18,14 @@ implementations of the same math:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from fidfast import native
 
@@ -37,8 +39,9 @@ class PackedBatch:
     """A ragged batch of uint8 images, packed.
 
     Attributes:
-        data: 1-D uint8 tensor holding each image row-major (H, W, C), back to back (CPU or CUDA).
-        meta: int64 N×4 CPU tensor, one row (byte offset into data, H, W, C) per image; C is 1 or 3.
+        data: 1-D tensor holding each image row-major (H, W, C), back to back (CPU or CUDA): uint8
+            pixels (decoded images), or float32 in [0, 1] (tensor inputs).
+        meta: int64 N×4 CPU tensor, one row (element offset into data, H, W, C) per image; C is 1 or 3.
         bad: (name, error) of the images of this batch that could not be read (not in data).
     """
 
@@ -56,16 +59,18 @@ class PackedBatch:
 
 def pack(images: Union[Sequence[Union[np.ndarray, torch.Tensor]], torch.Tensor],
          bad: Sequence[Tuple[str, str]] = ()) -> PackedBatch:
-    """Pack uint8 images into one buffer.
+    """Pack images into one buffer.
 
     Args:
-        images: N images, each H×W (grey), H×W×1 or H×W×3, pixels 0..255 (numpy arrays or tensors);
-            or one uint8 N×H×W×C tensor, which is viewed, not copied (it stays on its device).
+        images: N uint8 images, each H×W (grey), H×W×1 or H×W×3, pixels 0..255 (numpy arrays or
+            tensors); or one N×H×W×C tensor, uint8 or float32 in [0, 1], which is viewed when it is
+            contiguous, else copied once (it stays on its device).
         bad: the batch's unreadable images, carried along for the caller to report.
     """
     if isinstance(images, torch.Tensor) and images.ndim == 4:
-        if images.dtype != torch.uint8 or images.shape[3] not in (1, 3):
-            raise ValueError(f"pack: expected a uint8 N×H×W×C batch, got {images.dtype} {tuple(images.shape)}")
+        if images.dtype not in (torch.uint8, torch.float32) or images.shape[3] not in (1, 3):
+            raise ValueError(f"pack: expected a uint8 or float32 N×H×W×C batch, got {images.dtype} "
+                             f"{tuple(images.shape)}")
         nhwc = images.contiguous()
         n, h, w, c = nhwc.shape
         offsets = torch.arange(n, dtype=torch.int64) * (h * w * c)
@@ -100,7 +105,7 @@ def unpack(batch: PackedBatch) -> List[torch.Tensor]:
 
 
 def to_unit(img: torch.Tensor, divisor: float = 255.0) -> torch.Tensor:
-    """An H×W×C uint8 image as float32 C×H×W p / divisor: for 255, torchvision's ``ToTensor``, which
+    """An H×W×C image as float32 C×H×W p / divisor: for uint8 and 255, torchvision's ``ToTensor``, which
     makes the C×H×W copy contiguous before it divides."""
     return img.permute(2, 0, 1).contiguous().float().div(divisor)
 
@@ -127,13 +132,77 @@ def bilinear_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tens
     return torch.stack([i0, i1], 1).to(torch.int32), torch.stack([1 - w1, w1], 1)
 
 
+def tf1_bilinear_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """TensorFlow 1's ``ResizeBilinear`` (no half-pixel centres), as torch-fidelity reproduces it: source
+    s = dst · (in / out) in float32, neighbours ⌊s⌋ and min(⌊s⌋ + 1, in − 1), weights 1 − (s − ⌊s⌋) and
+    s − ⌊s⌋."""
+    src = torch.arange(out_size, dtype=torch.float32) * torch.tensor(in_size / out_size, dtype=torch.float32)
+    i0 = src.long()
+    frac = src - i0.float()
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    return torch.stack([i0, i1], 1).to(torch.int32), torch.stack([1 - frac, frac], 1)
+
+
+def _taps(first: np.ndarray, weights: np.ndarray, in_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rows of weights (one row per output, zero past each row's last tap) starting at source index
+    ``first``, as int32 taps (padding repeats a valid index) and float32 weights."""
+    taps = np.minimum(first[:, None] + np.arange(weights.shape[1]), in_size - 1)
+    return torch.from_numpy(taps.astype(np.int32)), torch.from_numpy(weights.astype(np.float32))
+
+
+def _span(low: np.ndarray, high: np.ndarray, in_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Each output's first source index and a mask of its taps past the last one, from the ends of the
+    kernel's support (center ∓ support) rounded as PIL and ATen round them, within the image."""
+    first = np.maximum(np.trunc(low.astype(np.float64) + 0.5), 0).astype(np.int64)
+    count = np.minimum(np.trunc(high.astype(np.float64) + 0.5), in_size).astype(np.int64) - first
+    return first, np.arange(int(count.max()))[None, :] >= count[:, None]
+
+
+def _divide_by_row_sums(weights: np.ndarray) -> np.ndarray:
+    total = np.zeros(weights.shape[0], weights.dtype)
+    for column in weights.T:  # summed in order, as the C loops do
+        total = total + column
+    return np.divide(weights, total[:, None], out=weights, where=total[:, None] != 0)
+
+
+def pil_bicubic_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """PIL's ``Image.resize(BICUBIC)`` along one axis (Resample.c ``precompute_coeffs``, a = −0.5): the
+    cubic kernel stretched by the downscale factor (antialiasing when downsampling), truncated to the
+    image, normalised; in float64, as PIL computes it."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    center = (np.arange(out_size) + 0.5) * scale
+    first, past = _span(center - 2.0 * filterscale, center + 2.0 * filterscale, in_size)
+    x = np.abs((np.arange(past.shape[1])[None, :] + first[:, None] - center[:, None] + 0.5) / filterscale)
+    weights = np.where(x < 1, (1.5 * x - 2.5) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * -0.5, 0.0))
+    weights[past] = 0.0
+    return _taps(first, _divide_by_row_sums(weights), in_size)
+
+
+def antialiased_bilinear_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ATen's ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` along one axis
+    (UpSampleKernel.cpp ``_compute_weights_aa``): the triangle kernel stretched by the downscale factor,
+    truncated to the image, normalised (plain bilinear when upsampling); in float32 where ATen computes
+    in float32 for float images, so the weights are ATen's to the bit."""
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    support, invscale = (scale, f32(1.0 / np.float64(scale))) if scale >= 1.0 else (f32(1.0), f32(1.0))
+    center = (np.float64(scale) * (np.arange(out_size) + 0.5)).astype(f32)
+    first, past = _span(center - support, center + support, in_size)  # float32 sums, as ATen's
+    offset = ((np.arange(past.shape[1])[None, :] + first[:, None]).astype(f32) - center[:, None]).astype(f32)
+    x = np.abs(((offset.astype(np.float64) + 0.5) * np.float64(invscale)).astype(f32))
+    weights = np.where(x < 1.0, (1.0 - x.astype(np.float64)).astype(f32), f32(0.0))
+    weights[past] = 0.0
+    return _taps(first, _divide_by_row_sums(weights), in_size)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one FID tool turns pixels into network input.
 
-    The native op computes ((resampled p / divisor) − shift) · scale through the tables of ``taps``
-    (scale a power of two, so the product equals the tool's division); ``resize`` and ``normalize``
-    are the tool's own arithmetic on float N×C×H×W tensors of p / divisor, the reference.
+    The native op computes clamp(((resampled p / divisor) − shift) · scale, lo, hi) through the tables of
+    ``taps`` (scale a power of two, so the product equals the tool's division); ``resize`` and
+    ``normalize`` are the tool's own arithmetic on float N×C×H×W tensors of p / divisor, the reference.
     """
 
     name: str
@@ -143,6 +212,8 @@ class Protocol:
     taps: Callable[[int, int], Tuple[torch.Tensor, torch.Tensor]]
     resize: Callable[[torch.Tensor, int], torch.Tensor]
     normalize: Callable[[torch.Tensor], torch.Tensor]
+    lo: float = -math.inf
+    hi: float = math.inf
 
     def reference(self, x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
         """The PyTorch twin: float N×C×H×W of p / divisor → N×C×size×size network input."""
@@ -159,8 +230,53 @@ def two_x_minus_one(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1
 
 
+def interpolate_tf1(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """TensorFlow 1's bilinear resize of float N×C×H×W, in torch-fidelity's arithmetic
+    (``interpolate_bilinear_2d_like_tensorflow1x``): lo + (hi − lo) · frac along x, then along y."""
+    def along(t: torch.Tensor, dim: int) -> torch.Tensor:
+        taps, weights = tf1_bilinear_taps(t.shape[dim], size)
+        shape = [1] * t.dim()
+        shape[dim] = size
+        lo, hi = (t.index_select(dim, taps[:, j].long().to(t.device)) for j in (0, 1))
+        return lo + (hi - lo) * weights[:, 1].to(t.device).view(shape)
+
+    return along(along(x, 3), 2)
+
+
+def pil_bicubic(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """clean-fid's resize of float N×C×H×W: each channel as a float32 PIL image, ``resize(BICUBIC)``."""
+    planes = [np.asarray(Image.fromarray(plane).resize((size, size), Image.BICUBIC))  # float32: mode F
+              for plane in x.detach().to("cpu", torch.float32).numpy().reshape(-1, *x.shape[2:])]
+    return torch.from_numpy(np.stack(planes)).view(*x.shape[:2], size, size).to(x.device)
+
+
+def interpolate_antialiased(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """torchmetrics' resize of float N×C×H×W: bilinear with ``antialias=True``."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def from_0_255(x: torch.Tensor) -> torch.Tensor:
+    """The TensorFlow Inception's normalisation of [0, 255] to [−1, 1]: (x − 128) / 128."""
+    return (x - 128) / 128
+
+
+def clipped_from_0_255(x: torch.Tensor) -> torch.Tensor:
+    """clean-fid's: clip to [0, 255] (bicubic overshoots), then (x − 128) / 128."""
+    return (x.clamp(0, 255) - 128) / 128
+
+
 PYTORCH_FID = Protocol(name="pytorch-fid", divisor=255.0, shift=0.5, scale=2.0, taps=bilinear_taps,
                        resize=interpolate_bilinear, normalize=two_x_minus_one)
+PROTOCOLS = {p.name: p for p in (
+    PYTORCH_FID,
+    Protocol(name="tf", divisor=1.0, shift=128.0, scale=1 / 128, taps=tf1_bilinear_taps, resize=interpolate_tf1,
+             normalize=from_0_255),
+    Protocol(name="clean", divisor=1.0, shift=128.0, scale=1 / 128, taps=pil_bicubic_taps, resize=pil_bicubic,
+             normalize=clipped_from_0_255, lo=-1.0, hi=127 / 128),
+    Protocol(name="torchmetrics", divisor=1.0, shift=128.0, scale=1 / 128, taps=antialiased_bilinear_taps,
+             resize=interpolate_antialiased, normalize=from_0_255),
+)}
+"""Every published way to feed the FID Inception, by ``--protocol`` name (README: "Protocols")."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,9 +299,15 @@ def _batch_tables(protocol: Protocol, lengths: Tuple[int, ...], out_size: int, p
     return taps.contiguous(), weights.contiguous(), first
 
 
+def _divisor(batch: PackedBatch, protocol: Protocol) -> float:
+    """p / divisor for bytes; float pixels are in [0, 1], 1/255 of a byte's scale."""
+    return protocol.divisor if batch.data.dtype == torch.uint8 else protocol.divisor / 255
+
+
 def resize_normalize(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torch.dtype = torch.float32,
                      channels_last: bool = False, protocol: Protocol = PYTORCH_FID) -> torch.Tensor:
-    """The network input of a packed batch: N×3×size×size of ``dtype`` on ``batch.data``'s device.
+    """The network input of a packed batch (uint8 pixels, or float32 in [0, 1]): N×3×size×size of
+    ``dtype`` on ``batch.data``'s device, as ``protocol`` makes it.
 
     Grey images are replicated to 3 channels. The native op when the extension has a kernel for the
     device (one launch), else the protocol's PyTorch reference, image by image.
@@ -200,16 +322,17 @@ def resize_normalize(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torc
     meta = torch.cat([meta, rows], 1)
     if batch.data.is_cuda:
         meta = meta.pin_memory()  # checked on the host, then copied without waiting
-    return torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, protocol.divisor, protocol.shift,
-                                              protocol.scale, size, dtype, channels_last)
+    return torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, _divisor(batch, protocol),
+                                              protocol.shift, protocol.scale, protocol.lo, protocol.hi, size, dtype,
+                                              channels_last)
 
 
 def resize_normalize_reference(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torch.dtype = torch.float32,
                                channels_last: bool = False, protocol: Protocol = PYTORCH_FID) -> torch.Tensor:
     """:func:`resize_normalize` by the protocol's PyTorch reference, image by image."""
     data, meta = batch.data, batch.meta
-    native.check(data.dtype == torch.uint8 and data.ndim == 1 and data.is_contiguous(),
-                 "resize_normalize: data must be a contiguous 1-D uint8 tensor")
+    native.check(data.dtype in (torch.uint8, torch.float32) and data.ndim == 1 and data.is_contiguous(),
+                 "resize_normalize: data must be a contiguous 1-D uint8 or float32 tensor")
     native.check(meta.dtype == torch.int64 and meta.ndim == 2 and meta.shape[1] == 4,
                  "resize_normalize: meta must be int64 [N, 4]")
     native.check(size >= 1, f"resize_normalize: out_size must be >= 1, got {size}")
@@ -222,18 +345,19 @@ def resize_normalize_reference(batch: PackedBatch, size: int = INCEPTION_SIZE, d
                      f"resize_normalize: image {i} (offset {offset}, {h}x{w}x{c}) runs past the end of data")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty(len(batch), 3, size, size, dtype=dtype, device=data.device, memory_format=fmt)
+    divisor = _divisor(batch, protocol)
     for i, img in enumerate(unpack(batch)):
-        out[i] = protocol.reference(to_unit(img, protocol.divisor)[None], size)[0].expand(3, -1, -1)
+        out[i] = protocol.reference(to_unit(img, divisor)[None], size)[0].expand(3, -1, -1)
     return out
 
 
 def network_input(batch: Union[PackedBatch, torch.Tensor], device: torch.device, dtype: torch.dtype,
                   protocol: Protocol = PYTORCH_FID) -> torch.Tensor:
     """A packed batch, or a float N×3×H×W batch in [0, 1], as the network's input on ``device``
-    (channels_last on CUDA, where cuDNN's convolutions want it)."""
-    channels_last = device.type == "cuda"
+    (channels_last on CUDA, where cuDNN's convolutions want it), made by ``protocol``: one launch of the
+    native op either way (a float batch is packed H×W×C on the device first)."""
     if isinstance(batch, PackedBatch):
-        moved = PackedBatch(batch.data.to(device, non_blocking=True), batch.meta, batch.bad)
-        return resize_normalize(moved, INCEPTION_SIZE, dtype, channels_last, protocol)
-    x = protocol.reference(batch.to(device, torch.float32)).to(dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        packed = PackedBatch(batch.data.to(device, non_blocking=True), batch.meta, batch.bad)
+    else:
+        packed = pack(batch.to(device, torch.float32).permute(0, 2, 3, 1))
+    return resize_normalize(packed, INCEPTION_SIZE, dtype, device.type == "cuda", protocol)

@@ -19,10 +19,12 @@ import torch
 from fidfast import distributed, launch
 from fidfast.errors import FidfastError
 from fidfast.network import DIMS
+from fidfast.preprocess import PROTOCOLS, Protocol
 from fidfast.weights import Weights, resolve_weights
 
 PRECISIONS = ("auto", "fp32", "fp16")
 DEFAULT_DIMS = 2048
+DEFAULT_PROTOCOL = "pytorch-fid"
 
 
 def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -84,6 +86,9 @@ class Settings:
     Args (all keyword-only; each has a default):
         dims: feature dims, 64, 192, 768 or 2048 (pool3, the standard FID); None: 2048, or the dims of
             a statistics file that images are compared with (``dims_given`` says which).
+        protocol: how pixels become the network's input, as one FID tool does it: ``pytorch-fid``,
+            ``tf``, ``clean`` or ``torchmetrics`` (:data:`fidfast.preprocess.PROTOCOLS`); None:
+            pytorch-fid's, or the protocol a statistics file records (``protocol_given`` says which).
         device: ``cpu``, ``cuda`` or ``cuda:N``; None = CUDA when available (``cuda:LOCAL_RANK`` under
             torchrun), else the CPU.
         precision: ``auto`` (fp16 on CUDA, fp32 elsewhere), ``fp32`` (pytorch-fid's numbers) or ``fp16``.
@@ -97,6 +102,7 @@ class Settings:
     """
 
     dims: Optional[int] = None
+    protocol: Optional[str] = None
     device: Union[str, torch.device, None] = None
     precision: str = "auto"
     weights: Union[str, os.PathLike, Weights, None] = None
@@ -107,6 +113,7 @@ class Settings:
     cache: bool = True
     recursive: bool = False
     dims_given: bool = field(init=False, default=True)
+    protocol_given: bool = field(init=False, default=True)
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -115,6 +122,11 @@ class Settings:
             set_("dims_given", False)
         elif self.dims not in DIMS:
             raise FidfastError(f"--dims must be one of {', '.join(map(str, DIMS))}, got {self.dims!r}")
+        if self.protocol is None:
+            set_("protocol", DEFAULT_PROTOCOL)
+            set_("protocol_given", False)
+        elif self.protocol not in PROTOCOLS:
+            raise FidfastError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         device = resolve_device(self.device)
         set_("device", device)
         set_("precision", resolve_precision(self.precision, device))
@@ -137,10 +149,21 @@ class Settings:
         """The network's dtype."""
         return torch.float16 if self.precision == "fp16" else torch.float32
 
-    def with_dims_of(self, stats_dims: int) -> "Settings":
-        """These settings for images compared with statistics of ``stats_dims``: the same, or with those dims
-        when none were asked for (a mismatch with asked dims is left to the caller to report)."""
-        return self if self.dims_given or stats_dims == self.dims else replace(self, dims=stats_dims)
+    def like(self, dims: int, protocol: Optional[str]) -> "Settings":
+        """These settings for images compared with statistics of ``dims`` made by ``protocol`` (None: not
+        recorded): the same, or with those dims and that protocol where none were asked for. A mismatch
+        with asked ones is left to the caller to report."""
+        changes = {}
+        if not self.dims_given and dims != self.dims:
+            changes["dims"] = dims
+        if not self.protocol_given and protocol is not None and protocol != self.protocol:
+            changes["protocol"] = protocol
+        return replace(self, **changes) if changes else self
+
+    @property
+    def preprocessing(self) -> Protocol:
+        """The protocol's tables and reference (:class:`fidfast.preprocess.Protocol`)."""
+        return PROTOCOLS[self.protocol]
 
     @functools.cached_property
     def inception_weights(self) -> Weights:

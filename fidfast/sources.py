@@ -1,8 +1,8 @@
 """What an input is: every kind of thing users point fidfast at, resolved to one of three forms.
 
 * :class:`FeatureStats` — an ``.npz`` statistics file (pytorch-fid's or fidfast's) or a FeatureStats;
-* :class:`ImageFiles` — image files, listed and sorted: a folder, a file list (``.txt``: one path a
-  line), a zip or tar archive, or a Python list of paths;
+* :class:`ImageFiles` — image files in name order (:func:`name_order`): a folder, a file list (``.txt``:
+  one path a line), a zip or tar archive, or a Python list of paths;
 * :class:`ImageArrays` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
   float N×3×H×W in [0, 1]), any iterable of such batches (a generator sampling a model, a DataLoader), or
   a list of single images (uint8 H×W×3 of any sizes, or float 3×H×W in [0, 1]) taken as one batch.
@@ -17,7 +17,7 @@ import os
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -74,13 +74,19 @@ def _no_images(what: Path, hint: str = "") -> FidfastError:
     return FidfastError(f"{what}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}){hint}")
 
 
+def name_order(name: Union[str, os.PathLike]) -> str:
+    """The sort key of every input's images: the name as a '/'-separated string, so a folder, an archive
+    and a file list of the same images read them in the same order (and give the same bits)."""
+    return PurePath(name).as_posix()
+
+
 def list_image_files(path: Union[str, os.PathLike], recursive: bool = False) -> List[Path]:
-    """Sorted image files in a folder (top level unless ``recursive``)."""
+    """Image files in a folder (top level unless ``recursive``), in name order."""
     root = Path(path)
     pattern = "**/*" if recursive else "*"
     # A broken link is listed (and then reported as unreadable), not silently left out.
-    files = sorted(p for p in root.glob(pattern) if (p.is_file() or (p.is_symlink() and not p.exists()))
-                   and is_image_file(p))
+    files = sorted((p for p in root.glob(pattern) if (p.is_file() or (p.is_symlink() and not p.exists()))
+                    and is_image_file(p)), key=lambda p: name_order(p.relative_to(root)))
     if not files:
         hint = " in this folder"
         if not recursive and any(is_image_file(p) for p in root.glob("**/*") if p.is_file()):
@@ -90,8 +96,8 @@ def list_image_files(path: Union[str, os.PathLike], recursive: bool = False) -> 
 
 
 def read_file_list(path: Union[str, os.PathLike]) -> List[Path]:
-    """Image paths from a text file, one per line (relative to the list's folder; '#' lines skipped).
-    Lines are file names as the OS stores them, in any encoding."""
+    """Image paths from a text file, one per line (relative to the list's folder; '#' lines skipped), in
+    name order. Lines are file names as the OS stores them, in any encoding."""
     path = Path(path)
     try:
         lines = path.read_bytes().splitlines()
@@ -102,13 +108,13 @@ def read_file_list(path: Union[str, os.PathLike]) -> List[Path]:
         line = os.fsdecode(raw.strip())
         if not line or line.startswith("#"):
             continue
-        file = Path(line) if os.path.isabs(line) else (path.parent / line).resolve()
+        file = Path(os.path.normpath(path.parent / line))  # absolute lines stay as they are
         if not file.is_file():
             raise FidfastError(f"{path}:{number}: no such image file: {line}")
         files.append(file)
     if not files:
         raise FidfastError(f"{path}: the file list names no images")
-    return files
+    return sorted(files, key=name_order)
 
 
 def list_archive(path: Union[str, os.PathLike]) -> List[Tuple[Path, str]]:
@@ -120,10 +126,10 @@ def list_archive(path: Union[str, os.PathLike]) -> List[Tuple[Path, str]]:
                 names = [i.filename for i in z.infolist() if not i.is_dir()]
         else:
             with tarfile.open(path) as t:
-                names = [m.name for m in t.getmembers() if m.isfile()]
+                names = [m.name for m in t.getmembers() if m.isfile() or m.islnk() or m.issym()]  # links: read
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
         raise FidfastError(f"{path}: cannot read archive ({exc.__class__.__name__}: {exc})") from None
-    members = sorted(n for n in names if is_image_file(n) and not Path(n).name.startswith("._"))
+    members = sorted((n for n in names if is_image_file(n) and not Path(n).name.startswith("._")), key=name_order)
     if not members:
         raise _no_images(path, " in this archive")
     return [(path, m) for m in members]
@@ -159,7 +165,7 @@ def open_source(source: Source, recursive: bool = False) -> Union[FeatureStats, 
         check_image_batch(source)
         return ImageArrays([source], f"{type(source).__name__} {tuple(source.shape)}", int(source.shape[0]))
     if isinstance(source, (list, tuple)) and source and all(_is_pathlike(p) for p in source):
-        files = [Path(p) for p in source]
+        files = sorted((Path(p) for p in source), key=name_order)
         for p in files:
             if not p.is_file():
                 raise FidfastError(f"{p}: no such image file")

@@ -126,7 +126,7 @@ class FeatureStats:
         n: number of feature rows seen (``None`` for statistics loaded from a file without a count).
         mu: float64 (d,) numpy mean.
         sigma: float64 (d, d) numpy covariance with np.cov's n−1 normalisation.
-        meta: string-valued notes saved with the file (skipped images, precision, dims).
+        meta: string-valued notes saved with the file (skipped images, precision, dims, protocol).
         path: the file it was loaded from, for messages (None otherwise).
     """
 
@@ -202,6 +202,12 @@ class FeatureStats:
     @property
     def device(self) -> torch.device:
         return self._mean.device
+
+    @property
+    def protocol(self) -> Optional[str]:
+        """The preprocessing protocol the features were computed with (None: not recorded, as in
+        pytorch-fid's and TTUR's files)."""
+        return self.meta.get("protocol")
 
     @property
     def mean(self) -> torch.Tensor:

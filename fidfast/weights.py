@@ -159,7 +159,8 @@ def resolve_weights(weights: Union[str, os.PathLike, Weights, None] = None, down
         path = Path(weights if weights is not None else os.environ["FIDFAST_WEIGHTS"]).expanduser()
         if not path.is_file():
             what = "--weights" if weights is not None else "FIDFAST_WEIGHTS"
-            raise FidfastError(f"{what}: no such weights file: {path}")
+            problem = "is a folder, not a weights file" if path.is_dir() else "no such weights file"
+            raise FidfastError(f"{what}: {problem}: {path}")
         return Weights(str(path), "explicit" if weights is not None else "env")
 
     cached = cache_dir() / CACHE_FILE
@@ -204,9 +205,10 @@ def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
         return convert_torchscript_state_dict(jit_load(path).state_dict())
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
+    except Exception:  # noqa: BLE001 - any unpickling failure is a bad weights file
         # Not torch's own message: it suggests weights_only=False, which would let the file run code.
-        raise FidfastError(f"cannot read weights file {path} ({exc.__class__.__name__}): {_EXPECTED}") from None
+        raise FidfastError(f"cannot read weights file {path}: not a state dict that loads safely; {_EXPECTED}") \
+            from None
     if not isinstance(state, dict):
         raise FidfastError(f"weights file {path} does not hold a state dict: {_EXPECTED}")
     return OrderedDict(state)

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -152,6 +153,17 @@ def test_save_stats_into_an_existing_folder_is_refused_with_a_hint(image_dirs):
     a, b = image_dirs
     assert_one_line_error(fidfast_cli(a, b, "--save-stats", "--dims", "64"), "is a folder", "leave out --save-stats")
     assert not b.with_name(b.name + ".npz").exists()
+
+
+def test_save_stats_refuses_an_existing_input_or_an_unwritable_place_before_computing(image_dirs, tmp_path):
+    a, b = image_dirs
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
+        z.write(next(b.iterdir()), "x.png")
+    assert_one_line_error(fidfast_cli(a, tmp_path / "b.zip", "--save-stats", "--dims", "64"), "b.zip", "exists")
+    (tmp_path / "file").write_text("a file, not a folder")
+    proc = fidfast_cli(a, tmp_path / "file" / "out.npz", "--save-stats", "--dims", "64", "--no-cache")
+    assert_one_line_error(proc, "cannot write there")
+    assert not (tmp_path / "b.zip.npz").exists()
 
 
 def test_paths_may_come_after_options(image_dirs):

@@ -15,8 +15,8 @@ def test_the_generator_is_seeded_and_photo_like():
     a, b = natural_image(make_rng("demo"), 40, 60), natural_image(make_rng("demo"), 40, 60)
     assert a.shape == (40, 60, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
     assert 20 < a.std() < 120 and np.abs(np.diff(a.astype(float), axis=1)).mean() < a.std()  # smooth, varied
-    warm = warm_shift(a)
-    assert warm[..., 0].mean() > a[..., 0].mean() and warm[..., 2].mean() < warm[..., 0].mean()
+    tint = np.array([255.0, 200.0, 140.0])
+    assert np.abs(warm_shift(a) - (0.75 * a + 0.25 * tint)).max() <= 1  # a quarter of the way to the tint
 
 
 def test_the_demo_prints_a_fid(tmp_path):

@@ -288,6 +288,8 @@ def test_torchrun_only_rank_0_speaks(tmp_path, rng):
     assert len(ours) == 1 and "--batch-size" in ours[0], stderr
     stderr = _stderr_of(_launch([a, a, "--verbose"], nproc=2))
     assert stderr.count("FID Inception weights") == 1, stderr  # one process's --verbose lines, not two
+    (out,) = _stdouts(_launch(["--version"], nproc=2))
+    assert out.count("fidfast 0.1.0") == 1, out
 
 
 def test_torchrun_a_ranks_own_failure_names_the_rank(tmp_path, rng):

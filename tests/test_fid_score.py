@@ -2,6 +2,8 @@
 the tests generate: names and signatures, numbers, and that a caller's model is the model used."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -160,3 +162,6 @@ def test_main_is_pytorch_fids_command_line(image_dirs, tmp_path, capsys):
     with pytest.raises(SystemExit) as end:
         fid_score.main([a, str(tmp_path / "none"), "--dims", "64"])
     assert end.value.code == 2 and capsys.readouterr().err.strip().startswith("fidfast: error: Invalid path")
+    proc = subprocess.run([sys.executable, "-m", "fidfast.fid_score", a, b, "--dims", "64", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and rel(float(proc.stdout.split()[-1]), expected) < 1e-12, proc.stderr

@@ -50,3 +50,6 @@ def test_cli_reports_an_incomplete_torchrun_environment_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fidfast: error: WORLD_SIZE=2"), proc.stderr
     assert "torchrun" in lines[0] and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "fidfast", tmp_path / "a", tmp_path / "b", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, env=clean_env(WORLD_SIZE="2", RANK="1"))
+    assert proc.returncode == 2 and proc.stderr.startswith("fidfast: error: WORLD_SIZE=2"), proc.stderr

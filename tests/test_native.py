@@ -2,6 +2,7 @@
 fake kernel, autograd registration, AOT dispatch), and a missing extension is said, not hidden."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -40,8 +41,12 @@ def _op_samples(rng: np.random.Generator, device: str) -> dict:
     a = torch.cov(x.T).contiguous()
     data = batch.data.to(device)
     return {
-        "resize_normalize": [(data, meta, taps, weights, 255.0, 0.5, 2.0, 41, torch.float32, False),
-                             (data, meta, taps, weights, 255.0, 0.5, 2.0, 41, torch.float16, True)],
+        "resize_normalize": [(data, meta, taps, weights, 255.0, 0.5, 2.0, -math.inf, math.inf, 41, torch.float32,
+                              False),
+                             (data, meta, taps, weights, 1.0, 128.0, 1 / 128, -1.0, 127 / 128, 41, torch.float16,
+                              True),
+                             (data.float() / 255, meta, taps, weights, 1.0, 0.5, 2.0, -1.0, 1.0, 41, torch.float32,
+                              False)],
         "cov_update_": [(mean.clone().to(device), comoment.clone().to(device), 30, x[30:].float().to(device))],
         "cov_merge_": [(mean.clone().to(device), comoment.clone().to(device), 30, mean.to(device) + 1,
                         comoment.to(device), 20)],

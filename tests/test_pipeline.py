@@ -88,6 +88,34 @@ def test_fewer_images_than_dims_warns_and_stays_finite(image_dirs):
     assert any("fewer than dims=192" in str(w.message) for w in caught)
 
 
+def test_nested_folders_lists_and_archives_give_the_same_bits(tmp_path, rng):
+    """One name order everywhere: subfolders 'd' and 'd-1' sort alike in a folder (--recursive), an
+    archive and a shuffled file list; a tar's links are read as the images they point to."""
+    root = tmp_path / "n"
+    paths = write_images(root / "d", rng, [(30, 40)] * 2) + write_images(root / "d-1", rng, [(40, 30)] * 3)
+    names = [p.relative_to(root).as_posix() for p in paths]
+    kwargs = {**FAST, "batch_size": 2, "recursive": True}
+    ref = fidfast.compute_stats(root, **kwargs)
+    (root / "list.txt").write_text("\n".join(names[::-1][:2] + names[:3]))  # shuffled
+    with zipfile.ZipFile(tmp_path / "n.zip", "w") as z:
+        for p, name in zip(paths[::-1], names[::-1]):
+            z.write(p, name)
+    with tarfile.open(tmp_path / "n.tar.gz", "w:gz") as t:
+        for p, name in zip(paths[::-1], names[::-1]):
+            t.add(p, name)
+    for source in (root / "list.txt", tmp_path / "n.zip", tmp_path / "n.tar.gz"):
+        stats = fidfast.compute_stats(source, **kwargs)
+        assert np.array_equal(stats.sigma, ref.sigma), source
+    with tarfile.open(tmp_path / "links.tar", "w") as t:  # a hard link and a symbolic one: 2 more images
+        for p, name in zip(paths, names):
+            t.add(p, name)
+        for kind, name in ((tarfile.LNKTYPE, "hard.png"), (tarfile.SYMTYPE, "soft.png")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, names[0]
+            t.addfile(link)
+    assert fidfast.compute_stats(tmp_path / "links.tar", **kwargs).n == 7
+
+
 def test_the_same_images_give_the_same_bits_from_a_folder_zip_or_tar(folder, tmp_path):
     """Every input is read in name order, in the same batches: archives whose members were added in
     another order (here reversed) give the folder's statistics bit for bit, compressed or not."""

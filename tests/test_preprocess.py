@@ -2,6 +2,8 @@
 reference (bit for bit on the CPU at 299, pytorch-fid's size) and to independent float64 resizes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -135,7 +137,7 @@ def test_native_op_takes_meta_and_tables_on_the_host_or_the_device(rng):
     for where in ("cpu", "pinned", "cuda"):
         move = {"cpu": lambda t: t, "pinned": lambda t: t.pin_memory(), "cuda": lambda t: t.cuda()}[where]
         out = torch.ops.fidfast.resize_normalize(batch.data.cuda(), move(meta), move(taps), move(weights), 255.0,
-                                                 0.5, 2.0, 41, torch.float32, False)
+                                                 0.5, 2.0, -math.inf, math.inf, 41, torch.float32, False)
         assert out.is_cuda and (out.cpu() - ref).abs().max() <= 1e-6, where
 
 
@@ -159,7 +161,7 @@ def test_resize_normalize_rejects_bad_args(impl, rng):
     with pytest.raises(RuntimeError):
         resize(batch, 8, torch.float64, False)
     with pytest.raises(RuntimeError):
-        resize(PackedBatch(batch.data.float(), batch.meta, []), 8, torch.float32, False)
+        resize(PackedBatch(batch.data.double(), batch.meta, []), 8, torch.float32, False)  # uint8 or float32
 
 
 @needs_native
@@ -180,7 +182,8 @@ def test_native_op_rejects_bad_tables(rng, bad):
     else:
         taps = taps.long()
     with pytest.raises(RuntimeError):
-        torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, 255.0, 0.5, 2.0, 8, torch.float32, False)
+        torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, 255.0, 0.5, 2.0, -math.inf, math.inf, 8,
+                                           torch.float32, False)
 
 
 def test_float_batches_take_the_reference_and_match_uint8(rng):

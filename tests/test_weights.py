@@ -45,6 +45,8 @@ def test_explicit_and_env_paths_win(fresh_cache, tmp_path, monkeypatch):
     assert w.resolve_weights().source == "env"
     with pytest.raises(FidfastError, match="no such weights file"):
         w.resolve_weights(str(tmp_path / "missing.pth"))
+    with pytest.raises(FidfastError, match="is a folder, not a weights file"):
+        w.resolve_weights(str(tmp_path))
 
 
 def test_torchscript_and_state_dict_files_load_the_same(fresh_cache):

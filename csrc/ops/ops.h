@@ -10,10 +10,10 @@
 
 namespace fidfast::ops {
 
-// N packed uint8 H x W x C images (data: 1-D uint8; meta: int64 [N, 6] = offset, H, W, C, first
-// row of the height table, first row of the width table) -> N x 3 x out_size x out_size:
-// resampled through the tap tables (taps: int32 [R, K] source indices, weights: float32 [R, K]),
-// then (p / divisor, resampled, - shift) * scale. See resize_normalize_math.h.
+// N packed H x W x C images (data: 1-D uint8 or float32; meta: int64 [N, 6] = offset, H, W, C,
+// first row of the height table, first row of the width table) -> N x 3 x out_size x out_size:
+// p / divisor, resampled through the tap tables (taps: int32 [R, K] source indices, weights:
+// float32 [R, K]), then clamp((v - shift) * scale, lo, hi). See resize_normalize_math.h.
 at::Tensor resize_normalize(
     const at::Tensor& data,
     const at::Tensor& meta,
@@ -22,6 +22,8 @@ at::Tensor resize_normalize(
     double divisor,
     double shift,
     double scale,
+    double lo,
+    double hi,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last);

@@ -15,19 +15,21 @@ at::Tensor resize_normalize(
     double divisor,
     double shift,
     double scale,
+    double lo,
+    double hi,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("fidfast::resize_normalize", "")
                        .typed<decltype(resize_normalize)>();
-  return op.call(data, meta, taps, weights, divisor, shift, scale, out_size, dtype, channels_last);
+  return op.call(data, meta, taps, weights, divisor, shift, scale, lo, hi, out_size, dtype, channels_last);
 }
 
 TORCH_LIBRARY_FRAGMENT(fidfast, m) {
   m.def(
       "resize_normalize(Tensor data, Tensor meta, Tensor taps, Tensor weights, float divisor, float shift, "
-      "float scale, int out_size, ScalarType dtype, bool channels_last) -> Tensor");
+      "float scale, float lo, float hi, int out_size, ScalarType dtype, bool channels_last) -> Tensor");
 }
 
 } // namespace fidfast::ops

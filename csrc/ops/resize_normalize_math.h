@@ -4,10 +4,12 @@
 // floats. A protocol is data, not code: per-axis tables give, for each output index, K source
 // indices and weights (computed once per input size by fidfast/preprocess.py), and
 //   unit  = p / divisor                       (a division, as ToTensor's p/255)
-//   value = sum over rows of w_y * (sum over columns of w_x * unit)
-//   out   = (value - shift) * scale           (scale a power of two: exact as a division)
-// Each sum runs from the last tap to the first with fused multiply-adds: for two taps that is
-// fma(v0, w0, v1 * w1), which is how ATen's bilinear kernel rounds (compiler-contracted).
+//   value = sum over rows of w_y * (sum over columns of w_x * unit), each sum rounded to float32
+//   out   = clamp((value - shift) * scale, lo, hi)   (scale a power of two: exact as a division)
+// Two-tap sums (bilinear) run from the last tap to the first with fused multiply-adds,
+// fma(v0, w0, v1 * w1), which is how ATen's bilinear kernel rounds (compiler-contracted); wider
+// ones are summed in double, as PIL sums them. Pixels are uint8 (decoded images) or float32
+// (tensor inputs), H x W x C with C = 1 (grey) or 3.
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
@@ -19,7 +21,7 @@
 
 namespace fidfast::ops {
 
-// One row of `meta`: an H x W x C uint8 image at `offset` in `data`, and the first rows of the
+// One row of `meta`: an H x W x C image at element `offset` of `data`, and the first rows of the
 // tables for its height (ytab) and width (xtab).
 constexpr int64_t kMetaCols = 6;
 
@@ -45,53 +47,54 @@ C10_HOST_DEVICE inline float fma32(float a, float b, float c) {
 }
 
 // sum_j sample(taps[j]) * weights[j] over k >= 1 taps, last tap first (see the top of this file).
-// K > 0 fixes k at compile time (the two taps of bilinear: unrolled); K = 0 takes k at run time.
+// K = 2 (bilinear, unrolled) sums in float32 with fused multiply-adds, as ATen rounds; K = 0 takes k at
+// run time (the wide kernels of antialiased and bicubic resizing) and sums in double, as PIL does,
+// rounding the result once.
 template <int K, typename Sample>
 C10_HOST_DEVICE inline float tap_sum(const int32_t* taps, const float* weights, int64_t k, Sample sample) {
-  const int64_t n = K > 0 ? K : k;
-  float acc = sample(taps[n - 1]) * weights[n - 1];
+  if constexpr (K > 0) {
+    float acc = sample(taps[K - 1]) * weights[K - 1];
 #ifdef __CUDA_ARCH__
 #pragma unroll
 #endif
-  for (int64_t j = n - 2; j >= 0; --j) {
-    acc = fma32(sample(taps[j]), weights[j], acc);
+    for (int j = K - 2; j >= 0; --j) {
+      acc = fma32(sample(taps[j]), weights[j], acc);
+    }
+    return acc;
+  } else {
+    double acc = 0.0;
+    for (int64_t j = k - 1; j >= 0; --j) {
+      acc += static_cast<double>(sample(taps[j])) * static_cast<double>(weights[j]);
+    }
+    return static_cast<float>(acc);
   }
-  return acc;
 }
 
 // The preprocessing constants of a protocol (see the top of this file).
 struct Normalization {
-  float divisor, shift, scale;
+  float divisor, shift, scale, lo, hi;
 };
 
-// The three output channels of output pixel (oy, ox) of one image; grey (c == 1) is replicated.
-// `ytaps`/`yweights` and `xtaps`/`xweights` point at the table rows of oy and ox; `unit[p]` is
-// p / divisor.
-template <int K>
-C10_HOST_DEVICE inline void resize_normalize_pixel(
-    const uint8_t* img,
-    const ImageMeta& m,
-    const int32_t* ytaps,
-    const float* yweights,
-    const int32_t* xtaps,
-    const float* xweights,
-    int64_t k,
-    const float* unit,
-    const Normalization& norm,
-    float rgb[3]) {
-  const int64_t row_stride = m.w * m.c;
-  for (int ch = 0; ch < 3; ++ch) {
-    if (ch > 0 && m.c == 1) {
-      rgb[ch] = rgb[0];
-      continue;
-    }
-    const float value = tap_sum<K>(ytaps, yweights, k, [&](int32_t iy) {
-      const uint8_t* row = img + iy * row_stride + ch;
-      return tap_sum<K>(xtaps, xweights, k, [&](int32_t ix) { return unit[row[ix * m.c]]; });
-    });
-    rgb[ch] = (value - norm.shift) * norm.scale;
-  }
+C10_HOST_DEVICE inline float normalize(float value, const Normalization& n) {
+  const float x = (value - n.shift) * n.scale;
+  return x < n.lo ? n.lo : (x > n.hi ? n.hi : x);
 }
+
+// The unit value of a pixel: a table of p / divisor for uint8 (one division per value, not per
+// read), a division for float32.
+struct UnitTable {
+  const float* of;  // 256 entries
+  C10_HOST_DEVICE float operator()(uint8_t p) const {
+    return of[p];
+  }
+};
+
+struct UnitDivide {
+  float divisor;
+  C10_HOST_DEVICE float operator()(float p) const {
+    return p / divisor;
+  }
+};
 
 // Host-side argument checks shared by both kernels, on host copies of meta and the tables: every
 // image must lie inside `data` and every tap inside its image, since the kernels read pixels
@@ -104,7 +107,8 @@ inline void check_resize_normalize_args(
     const Normalization& norm,
     int64_t out_size,
     at::ScalarType dtype) {
-  TORCH_CHECK(data.scalar_type() == at::kByte, "resize_normalize: data must be uint8, got ", data.scalar_type());
+  TORCH_CHECK(data.scalar_type() == at::kByte || data.scalar_type() == at::kFloat,
+              "resize_normalize: data must be uint8 or float32, got ", data.scalar_type());
   TORCH_CHECK(data.dim() == 1 && data.is_contiguous(), "resize_normalize: data must be a contiguous 1-D tensor");
   TORCH_CHECK(meta_cpu.scalar_type() == at::kLong, "resize_normalize: meta must be int64, got ", meta_cpu.scalar_type());
   TORCH_CHECK(meta_cpu.dim() == 2 && meta_cpu.size(1) == kMetaCols, "resize_normalize: meta must be [N, ", kMetaCols,
@@ -117,7 +121,8 @@ inline void check_resize_normalize_args(
               weights_cpu.sizes());
   TORCH_CHECK(out_size >= 1, "resize_normalize: out_size must be >= 1, got ", out_size);
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf, "resize_normalize: dtype must be float32 or float16, got ", dtype);
-  TORCH_CHECK(norm.divisor > 0.f && norm.scale != 0.f, "resize_normalize: divisor must be > 0 and scale non-zero");
+  TORCH_CHECK(norm.divisor > 0.f && norm.scale != 0.f && !(norm.lo > norm.hi),
+              "resize_normalize: divisor must be > 0, scale non-zero and lo <= hi");
   const int64_t numel = data.numel();
   const int64_t rows = taps_cpu.size(0), k = taps_cpu.size(1);
   const at::Tensor meta = meta_cpu.contiguous();
@@ -145,11 +150,11 @@ inline void check_resize_normalize_args(
     TORCH_CHECK(m.c == 1 || m.c == 3, "resize_normalize: image ", i, " has C=", m.c, ", expected 1 or 3");
     TORCH_CHECK(m.h >= 1 && m.w >= 1, "resize_normalize: image ", i, " has H=", m.h, ", W=", m.w, ", expected >= 1");
     TORCH_CHECK(m.offset >= 0 && m.offset <= numel, "resize_normalize: image ", i, " offset ", m.offset,
-                " is outside data (", numel, " bytes)");
+                " is outside data (", numel, " elements)");
     // Written to avoid overflowing H*W*C: W <= avail keeps W*C small, then divide.
     const int64_t avail = numel - m.offset;
     TORCH_CHECK(m.w <= avail && m.h <= avail / (m.w * m.c), "resize_normalize: image ", i, " (offset ", m.offset,
-                ", ", m.h, "x", m.w, "x", m.c, ") runs past the end of data (", numel, " bytes)");
+                ", ", m.h, "x", m.w, "x", m.c, ") runs past the end of data (", numel, " elements)");
     check_table(i, "height", m.ytab, m.h);
     check_table(i, "width", m.xtab, m.w);
   }

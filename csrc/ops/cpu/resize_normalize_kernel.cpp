@@ -6,44 +6,93 @@
 #include <torch/library.h>
 
 #include <array>
+#include <vector>
 
 namespace fidfast::ops {
 
 namespace {
 
-template <typename out_t, int K>
-void resize_normalize_rows(
-    const uint8_t* data,
+// One image, separably: each input row that an output row reads is resampled along x once (kept in
+// `rows`), then every output value sums those along y. The floats are the CUDA kernel's, which sums
+// the same row values in the same order for each output pixel instead of keeping them.
+template <int K, typename in_t, typename out_t, typename Unit>
+void resize_normalize_image(
+    const in_t* img,
+    const ImageMeta& m,
+    const int32_t* taps,
+    const float* weights,
+    int64_t k,
+    Unit unit,
+    const Normalization& norm,
+    int64_t size,
+    out_t* out,
+    int64_t sc,
+    int64_t sh,
+    int64_t sw,
+    std::vector<float>& rows,
+    std::vector<uint8_t>& used) {
+  const int64_t n = K > 0 ? K : k;
+  const int32_t* ytaps = taps + m.ytab * k;
+  const float* yweights = weights + m.ytab * k;
+  const int32_t* xtaps = taps + m.xtab * k;
+  const float* xweights = weights + m.xtab * k;
+  used.assign(m.h, 0);
+  for (int64_t t = 0; t < size * k; ++t) {
+    if (t % k < n) {
+      used[ytaps[t]] = 1;
+    }
+  }
+  rows.resize(m.h * size * m.c);
+  for (int64_t iy = 0; iy < m.h; ++iy) {
+    if (!used[iy]) {
+      continue;
+    }
+    const in_t* src = img + iy * m.w * m.c;
+    float* row = rows.data() + iy * size * m.c;
+    for (int64_t ox = 0; ox < size; ++ox) {
+      for (int64_t ch = 0; ch < m.c; ++ch) {
+        row[ox * m.c + ch] =
+            tap_sum<K>(xtaps + ox * k, xweights + ox * k, k, [&](int32_t ix) { return unit(src[ix * m.c + ch]); });
+      }
+    }
+  }
+  for (int64_t oy = 0; oy < size; ++oy) {
+    for (int64_t ox = 0; ox < size; ++ox) {
+      out_t* o = out + oy * sh + ox * sw;
+      float value = 0.f;
+      for (int64_t ch = 0; ch < 3; ++ch) {
+        if (ch == 0 || m.c == 3) {
+          value = normalize(tap_sum<K>(ytaps + oy * k, yweights + oy * k, k, [&](int32_t iy) {
+            return rows[(iy * size + ox) * m.c + ch];
+          }), norm);
+        }
+        o[ch * sc] = static_cast<out_t>(value);  // grey: the one channel, three times
+      }
+    }
+  }
+}
+
+template <typename in_t, typename out_t, int K, typename Unit>
+void resize_normalize_batch(
+    const in_t* data,
     const int64_t* meta,
     const int32_t* taps,
     const float* weights,
     int64_t k,
+    Unit unit,
     const Normalization& norm,
     int64_t n,
     int64_t size,
     at::Tensor& out) {
   out_t* dst = out.data_ptr<out_t>();
   const int64_t sn = out.stride(0), sc = out.stride(1), sh = out.stride(2), sw = out.stride(3);
-  std::array<float, 256> unit;  // p / divisor, without a division per read
-  for (int p = 0; p < 256; ++p) {
-    unit[p] = static_cast<float>(p) / norm.divisor;
-  }
-  // One task per output row of one image: per-row work does not depend on the input size.
-  at::parallel_for(0, n * size, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t i = row / size, oy = row % size;
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> rows;
+    std::vector<uint8_t> used;
+    for (int64_t i = begin; i < end; ++i) {
       const ImageMeta m = read_meta(meta + kMetaCols * i);
-      const int64_t y = (m.ytab + oy) * k;
-      out_t* o = dst + i * sn + oy * sh;
-      for (int64_t ox = 0; ox < size; ++ox) {
-        const int64_t x = (m.xtab + ox) * k;
-        float rgb[3];
-        resize_normalize_pixel<K>(
-            data + m.offset, m, taps + y, weights + y, taps + x, weights + x, k, unit.data(), norm, rgb);
-        for (int64_t ch = 0; ch < 3; ++ch) {
-          o[ch * sc + ox * sw] = static_cast<out_t>(rgb[ch]);
-        }
-      }
+      resize_normalize_image<K>(data + m.offset, m, taps, weights, k, unit, norm, size, dst + i * sn, sc, sh, sw,
+                                rows, used);
     }
   });
 }
@@ -56,29 +105,41 @@ at::Tensor resize_normalize_cpu(
     double divisor,
     double shift,
     double scale,
+    double lo,
+    double hi,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
   TORCH_CHECK(data.device().is_cpu() && meta.device().is_cpu() && taps.device().is_cpu() && weights.device().is_cpu(),
               "resize_normalize: data, meta and the tables must be on the CPU");
-  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale)};
+  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale),
+                           static_cast<float>(lo), static_cast<float>(hi)};
   check_resize_normalize_args(data, meta, taps, weights, norm, out_size, dtype);
   const at::Tensor meta_c = meta.contiguous(), taps_c = taps.contiguous(), weights_c = weights.contiguous();
-  const int64_t n = meta_c.size(0);
+  const int64_t n = meta_c.size(0), k = taps_c.size(1);
   at::Tensor out = at::empty(
       {n, 3, out_size, out_size},
       data.options().dtype(dtype),
       channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const auto run = [&](auto tag) {
-    using out_t = decltype(tag);
-    const auto rows = taps_c.size(1) == 2 ? resize_normalize_rows<out_t, 2> : resize_normalize_rows<out_t, 0>;
-    rows(data.const_data_ptr<uint8_t>(), meta_c.const_data_ptr<int64_t>(), taps_c.const_data_ptr<int32_t>(),
-         weights_c.const_data_ptr<float>(), taps_c.size(1), norm, n, out_size, out);
+  std::array<float, 256> table;  // the same p / divisor as UnitDivide computes, once per value
+  for (int p = 0; p < 256; ++p) {
+    table[p] = static_cast<float>(p) / norm.divisor;
+  }
+  const auto run = [&](auto in_tag, auto out_tag, auto unit) {
+    using in_t = decltype(in_tag);
+    using out_t = decltype(out_tag);
+    const auto batch = k == 2 ? resize_normalize_batch<in_t, out_t, 2, decltype(unit)>
+                              : resize_normalize_batch<in_t, out_t, 0, decltype(unit)>;
+    batch(data.const_data_ptr<in_t>(), meta_c.const_data_ptr<int64_t>(), taps_c.const_data_ptr<int32_t>(),
+          weights_c.const_data_ptr<float>(), k, unit, norm, n, out_size, out);
   };
-  if (dtype == at::kFloat) {
-    run(float{});
+  const bool half = dtype == at::kHalf;
+  if (data.scalar_type() == at::kByte) {
+    const UnitTable unit{table.data()};
+    half ? run(uint8_t{}, at::Half{}, unit) : run(uint8_t{}, float{}, unit);
   } else {
-    run(at::Half{});
+    const UnitDivide unit{norm.divisor};
+    half ? run(float{}, at::Half{}, unit) : run(float{}, float{}, unit);
   }
   return out;
 }

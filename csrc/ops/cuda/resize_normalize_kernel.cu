@@ -13,15 +13,16 @@ namespace fidfast::ops {
 namespace {
 
 // One thread per output pixel across the whole batch; each reads its image's meta row, its two
-// table rows and up to K*K*C source bytes, and writes the 3 channels through the output strides
+// table rows and up to K*K*C source values, and writes the 3 channels through the output strides
 // (NCHW or channels_last).
-template <typename out_t, int K>
+template <typename in_t, typename out_t, int K, typename Unit>
 __global__ void resize_normalize_kernel(
-    const uint8_t* __restrict__ data,
+    const in_t* __restrict__ data,
     const int64_t* __restrict__ meta,
     const int32_t* __restrict__ taps,
     const float* __restrict__ weights,
     int64_t k,
+    Unit unit,
     Normalization norm,
     int64_t n,
     int64_t size,
@@ -30,24 +31,32 @@ __global__ void resize_normalize_kernel(
     int64_t sc,
     int64_t sh,
     int64_t sw) {
-  __shared__ float unit[256];  // p / divisor: the same division as the CPU kernel's table
-  for (int p = threadIdx.x; p < 256; p += blockDim.x) {
-    unit[p] = static_cast<float>(p) / norm.divisor;
-  }
-  __syncthreads();
   FIDFAST_CUDA_1D_LOOP(idx, n * size * size) {
     const int64_t ox = idx % size;
     const int64_t oy = (idx / size) % size;
     const int64_t i = idx / (size * size);
     const ImageMeta m = read_meta(meta + kMetaCols * i);
+    const in_t* img = data + m.offset;
     const int64_t y = (m.ytab + oy) * k, x = (m.xtab + ox) * k;
-    float rgb[3];
-    resize_normalize_pixel<K>(data + m.offset, m, taps + y, weights + y, taps + x, weights + x, k, unit, norm, rgb);
     out_t* o = out + i * sn + oy * sh + ox * sw;
-    o[0] = static_cast<out_t>(rgb[0]);
-    o[sc] = static_cast<out_t>(rgb[1]);
-    o[2 * sc] = static_cast<out_t>(rgb[2]);
+    float value = 0.f;
+    for (int ch = 0; ch < 3; ++ch) {
+      if (ch == 0 || m.c == 3) {
+        value = normalize(tap_sum<K>(taps + y, weights + y, k, [&](int32_t iy) {
+          const in_t* row = img + iy * m.w * m.c + ch;
+          return tap_sum<K>(taps + x, weights + x, k, [&](int32_t ix) { return unit(row[ix * m.c]); });
+        }), norm);
+      }
+      o[ch * sc] = static_cast<out_t>(value);  // grey: the one channel, three times
+    }
   }
+}
+
+// p / divisor for every byte, in constant memory's place: a small device table, the same values as
+// the CPU kernel's (one IEEE division each).
+__global__ void unit_table_kernel(float* table, float divisor) {
+  const int p = threadIdx.x;
+  table[p] = static_cast<float>(p) / divisor;
 }
 
 // A host tensor (checked there) copied to the device without waiting for it: pinned, as
@@ -64,6 +73,8 @@ at::Tensor resize_normalize_cuda(
     double divisor,
     double shift,
     double scale,
+    double lo,
+    double hi,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
@@ -78,7 +89,8 @@ at::Tensor resize_normalize_cuda(
   const at::Tensor meta_host = meta.cpu().contiguous();
   const at::Tensor taps_host = taps.cpu().contiguous();
   const at::Tensor weights_host = weights.cpu().contiguous();
-  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale)};
+  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale),
+                           static_cast<float>(lo), static_cast<float>(hi)};
   check_resize_normalize_args(data, meta_host, taps_host, weights_host, norm, out_size, dtype);
   c10::cuda::CUDAGuard guard(data.device());
   const at::Tensor meta_d = meta.is_cpu() ? on_device(meta_host, data.device()) : meta.contiguous();
@@ -91,30 +103,30 @@ at::Tensor resize_normalize_cuda(
   if (out.numel() == 0) {
     return out;
   }
-  const int64_t total = meta_d.size(0) * out_size * out_size;
-  const auto launch = [&](auto tag) {
-    using out_t = decltype(tag);
-    const auto kernel = taps_d.size(1) == 2 ? resize_normalize_kernel<out_t, 2> : resize_normalize_kernel<out_t, 0>;
-    kernel<<<grid_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        data.const_data_ptr<uint8_t>(),
-        meta_d.const_data_ptr<int64_t>(),
-        taps_d.const_data_ptr<int32_t>(),
-        weights_d.const_data_ptr<float>(),
-        taps_d.size(1),
-        norm,
-        meta_d.size(0),
-        out_size,
-        out.data_ptr<out_t>(),
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
-        out.stride(3));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t total = meta_d.size(0) * out_size * out_size, k = taps_d.size(1);
+  const auto launch = [&](auto in_tag, auto out_tag, auto unit) {
+    using in_t = decltype(in_tag);
+    using out_t = decltype(out_tag);
+    using unit_t = decltype(unit);
+    const auto kernel = k == 2 ? resize_normalize_kernel<in_t, out_t, 2, unit_t>
+                               : resize_normalize_kernel<in_t, out_t, 0, unit_t>;
+    kernel<<<grid_for(total), kThreads, 0, stream>>>(
+        data.const_data_ptr<in_t>(), meta_d.const_data_ptr<int64_t>(), taps_d.const_data_ptr<int32_t>(),
+        weights_d.const_data_ptr<float>(), k, unit, norm, meta_d.size(0), out_size, out.data_ptr<out_t>(),
+        out.stride(0), out.stride(1), out.stride(2), out.stride(3));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
-  if (dtype == at::kFloat) {
-    launch(float{});
+  const bool half = dtype == at::kHalf;
+  if (data.scalar_type() == at::kByte) {
+    at::Tensor table = at::empty({256}, data.options().dtype(at::kFloat));
+    unit_table_kernel<<<1, 256, 0, stream>>>(table.data_ptr<float>(), norm.divisor);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const UnitTable unit{table.const_data_ptr<float>()};
+    half ? launch(uint8_t{}, at::Half{}, unit) : launch(uint8_t{}, float{}, unit);
   } else {
-    launch(at::Half{});
+    const UnitDivide unit{norm.divisor};
+    half ? launch(float{}, at::Half{}, unit) : launch(float{}, float{}, unit);
   }
   return out;
 }
