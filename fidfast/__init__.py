@@ -21,12 +21,13 @@ from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_
 from fidfast.pipeline import compute_stats
 from fidfast.settings import Settings
 from fidfast.stats import FeatureStats
+from fidfast.training import FrechetInceptionDistance, KernelInceptionDistance
 from fidfast.version import __version__
 from fidfast.weights import resolve_weights
 
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
            "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid", "kernel_inception_distance",
-           "backend_info"]
+           "FrechetInceptionDistance", "KernelInceptionDistance", "backend_info"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

@@ -15,6 +15,11 @@ class PathError(FidfastError, RuntimeError):
     """A path that does not exist or must not: a RuntimeError too, as pytorch-fid raises there."""
 
 
+class MetricError(FidfastError, RuntimeError):
+    """A metric's ``compute()`` that its images cannot give (too few): a RuntimeError too, as torchmetrics
+    raises there."""
+
+
 class RankError(FidfastError):
     """A failure of one rank's own share of the work under torch.distributed; says which rank."""
 

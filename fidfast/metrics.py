@@ -6,7 +6,7 @@ the samples' features plus one d×d symmetric eigenvalue solve.
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -78,10 +78,12 @@ def check_kid_options(num_subsets: int, subset_size: int) -> None:
 
 
 def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], features2: Union[np.ndarray, torch.Tensor],
-                              num_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> Tuple[float, float]:
-    """KID: the unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy / d + 1)³, averaged over
-    ``num_subsets`` random subsets of ``min(subset_size, n1, n2)`` rows of each (Bińkowski et al. 2018,
-    as in clean-fid and torch-fidelity). Computed in float64. Returns (mean, standard deviation).
+                              num_subsets: int = 100, subset_size: int = 1000, seed: int = 0, *, degree: int = 3,
+                              gamma: Optional[float] = None, coef: float = 1.0) -> Tuple[float, float]:
+    """KID: the unbiased MMD² with the polynomial kernel k(x, y) = (γ xᵀy + coef)^degree (default
+    (xᵀy / d + 1)³: γ = 1/d), averaged over ``num_subsets`` random subsets of ``min(subset_size, n1, n2)``
+    rows of each (Bińkowski et al. 2018, as in clean-fid, torch-fidelity and torchmetrics). Computed in
+    float64. Returns (mean, standard deviation).
     """
     x = torch.as_tensor(features1).to(torch.float64)
     y = torch.as_tensor(features2).to(device=x.device, dtype=torch.float64)
@@ -94,15 +96,15 @@ def kernel_inception_distance(features1: Union[np.ndarray, torch.Tensor], featur
     if m < subset_size:
         warn(f"fidfast: KID subsets of {m} images, fewer than the subset size {subset_size}: each subset holds "
              "all of the smaller set, so the ± shows less spread than it should")
-    d = x.shape[1]
+    gamma = 1 / x.shape[1] if gamma is None else gamma
     gen = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(num_subsets):
         xs = x[torch.randperm(x.shape[0], generator=gen)[:m].to(x.device)]
         ys = y[torch.randperm(y.shape[0], generator=gen)[:m].to(x.device)]
-        kxx = (xs @ xs.T / d + 1) ** 3
-        kyy = (ys @ ys.T / d + 1) ** 3
-        kxy = (xs @ ys.T / d + 1) ** 3
+        kxx = (xs @ xs.T * gamma + coef) ** degree
+        kyy = (ys @ ys.T * gamma + coef) ** degree
+        kxy = (xs @ ys.T * gamma + coef) ** degree
         mmd = ((kxx.sum() - kxx.diagonal().sum()) + (kyy.sum() - kyy.diagonal().sum())) / (m * (m - 1)) \
             - 2 * kxy.sum() / (m * m)
         values.append(float(mmd))

@@ -37,6 +37,18 @@ def extractor(settings: Settings) -> FeatureExtractor:
     return feature_extractor(settings.inception_weights, settings.dims, settings.device, settings.precision)
 
 
+def batch_features(model: FeatureExtractor, batch: Union[PackedBatch, torch.Tensor], settings: Settings
+                   ) -> torch.Tensor:
+    """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1].
+
+    Entered per batch, so the caller's code between batches is unaffected: a caller's autocast (a
+    training step under mixed precision) is off, as are gradients; the fixed 299×299 shapes let cuDNN pick
+    its fastest kernels; fp32 means fp32 (no TF32 convolutions)."""
+    with torch.inference_mode(), torch.autocast(settings.device.type, enabled=False), \
+            torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=settings.precision != "fp32"):
+        return model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
+
+
 def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Tensor, int]]:
     """(features N×dims on the device, unreadable images skipped) per batch, in input order."""
     model = extractor(settings)
@@ -53,11 +65,7 @@ def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Te
                 bar.update(bad)
                 yield torch.empty(0, settings.dims, device=settings.device), bad
                 continue
-            # Entered per batch, not across the yield, so the caller's code between batches is unaffected.
-            # Fixed 299×299 shapes: cuDNN may pick its fastest kernels; fp32 means fp32 (no TF32 convolutions).
-            with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, benchmark=True,
-                                                                    allow_tf32=settings.precision != "fp32"):
-                features = model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
+            features = batch_features(model, batch, settings)
             bar.update(n + bad)  # after the network: counted when done, not when decoded
             yield features, bad
     finally:
