@@ -18,6 +18,7 @@ from fidfast import fid_score, inception, native
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
 from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance
+from fidfast.neighbours import prdc
 from fidfast.pipeline import compute_stats
 from fidfast.settings import Settings
 from fidfast.stats import FeatureStats
@@ -26,7 +27,7 @@ from fidfast.weights import resolve_weights
 
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
            "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid", "kernel_inception_distance",
-           "backend_info"]
+           "prdc", "backend_info"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:
