@@ -10,23 +10,28 @@ the fakes. With d(i, j) = ‖xᵢ − yⱼ‖ and prdc's strict ``<``:
     density   = (1/k) · mean over fakes of the real balls holding each
     coverage  = fraction of real balls holding some fake      (minⱼ d(i, j) < rᵢ)
 
-No distance matrix is held whole: blocks of rows are compared with all columns, each block's squared
-distances from one float32 matrix product on the device (both sides centred on the real mean first, which
-shrinks the product's rounding). Each such value comes with a proven bound on its distance from the value
-prdc computes, so most comparisons are decided from it; a comparison inside that bound (a radius
-candidate, a pair near a ball's surface, exact ties) is decided by recomputing the distance as prdc
-does — sklearn's ‖x‖² − 2x·y + ‖y‖² in float64, rounded to float32 when both inputs are float32, clipped
-at 0, square root in that precision — and comparing it with prdc's ``<``.
+No distance matrix is held whole: blocks of rows are compared with blocks of columns, each block's
+squared distances from one float32 matrix product on the device (both sides centred on the real mean
+first, which shrinks the product's rounding; the symmetric real×real and fake×fake distances above the
+diagonal only). Each value comes with a proven bound on its distance from the value prdc computes
+(Higham's γ_d for the product, plus every other rounding), so most comparisons are decided from it; a
+comparison inside that bound (a radius candidate, a pair near a ball's surface, exact ties) is decided by
+recomputing the distance as prdc does — sklearn's ‖x‖² − 2x·y + ‖y‖² in float64, rounded to float32
+when both inputs are float32, clipped at 0, square root in that precision — and comparing it with prdc's
+``<``.
 
 The comparisons then come out as prdc's, except where the float64 rounding of a dot product differs
 between BLAS kernels and that difference decides: a float64 value within float64 rounding of a float32
 rounding boundary, or a radius made of rounding noise (a feature with k or more exact duplicates; its
-radius is then ~1e-7, prdc's and fidfast's noise alike). Cost: three N×M×d float32 matrix products and
-work linear in the N×M distances, in blocks of about :data:`BLOCK_BYTES`.
+radius is then ~1e-7, prdc's and fidfast's noise alike). Cost: N·M + (N² + M²)/2 float32 dot products of
+length d, work linear in the N·M distances, and the float64 recomputations (about 0.4% of the pairs on
+random 2048-d features, whose distances are all alike); memory: the features, a centred float32 copy
+plus blocks of about :data:`BLOCK_BYTES`.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
@@ -36,8 +41,8 @@ from fidfast.errors import FidfastError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 BLOCK_BYTES = 1 << 30  # working memory of one block of distances (beyond the features themselves)
-_BYTES_PER_DISTANCE = 64  # the block's float32 product, float64 values and bounds, masks and temporaries
-_PAIR_BYTES = 1 << 26  # the float64 rows gathered per batch of exact recomputations
+_BYTES_PER_DISTANCE = 32  # the block's float32 values, sums beside them, masks
+_PAIR_BYTES = 1 << 23  # float64 rows gathered per batch of exact recomputations (cache-sized: 5× faster than 64 MiB)
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53  # unit roundoffs
 
 
@@ -108,36 +113,43 @@ def _ieee_float32_products() -> Iterator[None]:
 
 
 class _Side:
-    """One side's features, prepared once: the originals (for exact recomputation), sklearn's float64
-    squared norms, the centred float32 copy for the block products, and each row's share of the bound."""
+    """One side's features, prepared once: the originals and sklearn's float64 squared norms (for exact
+    recomputation), the float32 factors of the block product, and each row's share of its bound."""
 
     def __init__(self, x: torch.Tensor, centre: torch.Tensor) -> None:
         x64 = x.double()
         self.x, self.n, self.d = x, x.shape[0], x.shape[1]
         self.sq_norms = (x64 * x64).sum(1)  # sklearn's row_norms(squared=True), in float64
-        self.centred = (x64 - centre).float()
-        c64 = self.centred.double()
-        self.centred_sq = (c64 * c64).sum(1)
-        self.centred_norm = self.centred_sq.sqrt()
-        # |block value − prdc's float64 value| ≤ 2γ‖x̃ᵢ‖‖ỹⱼ‖ + slackᵢ + slackⱼ (see _bound): the float32
-        # product's rounding (γ), the float32 rounding of the centred features (≤ 6u(‖x̃‖² + ‖ỹ‖²)) and
-        # the float64 roundings of prdc's formula and of this one.
-        self.slack = 6 * _U32 * self.centred_sq + 4 * (self.d + 4) * _U64 * (self.sq_norms + self.centred_sq)
+        self.centred = (x64 - centre).float()  # x̃: translation leaves distances alone and shrinks the norms
+        centred_sq = self.centred.double().square().sum(1)
+        self.centred_sq = centred_sq.float()
+        # |block value − prdc's float64 value| ≤ boundᵢ + boundⱼ: the product's rounding, 2γ‖x̃‖‖ỹ‖ ≤
+        # γ(‖x̃‖² + ‖ỹ‖²); the float32 roundings of x̃ (≤ 4.1u(‖x̃‖² + ‖ỹ‖²)), of ‖x̃‖², of the block's sums
+        # and of the sums that compare it with a threshold (≤ 2u each, of values ≤ 2.1(‖x̃‖² + ‖ỹ‖²));
+        # the float64 roundings of prdc's formula.
+        self.bound = ((_gamma(self.d) + 16 * _U32) * centred_sq
+                      + 4 * (self.d + 4) * _U64 * (self.sq_norms + centred_sq))
 
 
-def _gamma(d: int) -> float:
-    """Higham's γ for a float32 dot product of length d, any summation order."""
-    return (d + 2) * _U32 / (1 - (d + 2) * _U32)
+def _gamma(n: int) -> float:
+    """Higham's γₙ = nu/(1 − nu): the relative rounding bound of a float32 dot product of length n, in any
+    summation order."""
+    return n * _U32 / (1 - n * _U32)
 
 
-def _block_values(a: _Side, rows: slice, b: _Side) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances of ``a``'s rows to all of ``b`` from one float32 product (float64 rows×M), and
-    their bound: twice the proven one, for the roundings this accounting rounds up."""
-    product = (a.centred[rows] @ b.centred.T).double()
-    values = (a.centred_sq[rows, None] + b.centred_sq[None, :]) - 2 * product
-    bound = 2 * (2 * _gamma(a.d) * a.centred_norm[rows, None] * b.centred_norm[None, :]
-                 + a.slack[rows, None] + b.slack[None, :])
-    return values, bound
+def _block_values(a: _Side, rows: slice, b: _Side, cols: slice = slice(None)) -> torch.Tensor:
+    """Squared distances ‖x̃‖² + ‖ỹ‖² − 2x̃·ỹ of ``a``'s rows to ``b``'s columns from one float32 product,
+    float32 rows×cols, each within boundᵢ + boundⱼ of prdc's."""
+    values = a.centred[rows] @ b.centred[cols].T
+    return values.mul_(-2).add_(b.centred_sq[None, cols]).add_(a.centred_sq[rows, None])
+
+
+def _thresholds(r2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where a squared distance s decides d < r by itself (float32): d < r surely for s ≤ r²(1 − 8u), where
+    rounding s to the distances' dtype and the square root cannot reach r (none for r = 0); d ≥ r surely
+    for s ≥ r², as √fl(r²) = r and both roundings are monotone (r²(1 + 8u), for the float32 sums)."""
+    inside = torch.where(r2 > 0, r2 * (1 - 8 * _U32), -float("inf"))
+    return inside.float(), (r2 * (1 + 8 * _U32)).float()
 
 
 def _distance_dtype(a: _Side, b: _Side) -> torch.dtype:
@@ -175,8 +187,7 @@ def _exact_rows(a: _Side, rows: torch.Tensor, b: _Side, dtype: torch.dtype) -> t
     return _exact(dot, a.sq_norms[rows, None], b.sq_norms[None, :], dtype)
 
 
-def _row_blocks(n_rows: int, n_cols: int, block_rows: Optional[int]) -> Iterator[slice]:
-    step = block_rows or max(1, BLOCK_BYTES // (_BYTES_PER_DISTANCE * n_cols))
+def _row_blocks(n_rows: int, step: int) -> Iterator[slice]:
     for start in range(0, n_rows, step):
         yield slice(start, min(n_rows, start + step))
 
@@ -184,38 +195,57 @@ def _row_blocks(n_rows: int, n_cols: int, block_rows: Optional[int]) -> Iterator
 def _radii(side: _Side, k: int, block_rows: Optional[int]) -> torch.Tensor:
     """Each row's distance to its k-th nearest other row, prdc's value (dtype: the side's distances).
 
-    Per block: the m smallest block values are candidates (the row itself, at distance 0, always among
-    them); their exact distances give the (k+1)-th smallest. That is the row's radius when every other
-    row's value, less the bound, is at least its square — else the row is recomputed whole, exactly."""
+    The distances are symmetric: square blocks on and above the diagonal only, each giving candidates to
+    its rows and (transposed) to its columns. A row's m smallest values are its candidates (itself, at
+    distance 0, always among them); their exact distances give the (k+1)-th smallest. That is the row's
+    radius when every other row's value, less the bound, is at least its square — else the row is
+    recomputed whole, exactly."""
     dtype = _distance_dtype(side, side)
-    radii = torch.empty(side.n, dtype=dtype, device=side.x.device)
+    device = side.x.device
     m = min(side.n, k + 5)
-    max_norm, max_slack = float(side.centred_norm.max()), float(side.slack.max())
-    for rows in _row_blocks(side.n, side.n, block_rows):
-        index = torch.arange(rows.start, rows.stop, device=side.x.device)
-        values, _ = _block_values(side, rows, side)
-        values[index - rows.start, index] = -float("inf")  # prdc sets the self-distance to 0
-        candidate_values, candidates = torch.topk(values, m, dim=1, largest=False)
-        exact = _exact_pairs(side, index, side, candidates, dtype)
-        exact[candidates == index[:, None]] = 0
-        r = exact.sort(dim=1).values[:, k]
-        if m < side.n:
-            bound = 2 * (2 * _gamma(side.d) * side.centred_norm[rows] * max_norm + side.slack[rows] + max_slack)
-            unproven = candidate_values[:, -1] - bound < r.double() ** 2 * (1 + 4 * _U64)
-            if bool(unproven.any()):
-                redo = index[unproven]
-                whole = _exact_rows(side, redo, side, dtype)
-                whole[torch.arange(len(redo), device=redo.device), redo] = 0
-                r[unproven] = whole.kthvalue(k + 1, dim=1).values
-        radii[rows] = r
+    best = torch.full((side.n, m), float("inf"), device=device), torch.zeros(side.n, m, dtype=torch.int64,
+                                                                             device=device)
+    # Square blocks: ≥ 8 a side, so the half that is skipped is most of the work (≥ 512 rows each, for the
+    # products' speed), within BLOCK_BYTES.
+    step = block_rows or min(math.isqrt(BLOCK_BYTES // _BYTES_PER_DISTANCE), max(512, -(-side.n // 8)))
+    blocks = list(_row_blocks(side.n, step))
+    for b, rows in enumerate(blocks):
+        for cols in blocks[b:]:
+            values = _block_values(side, rows, side, cols)
+            if cols == rows:
+                diagonal = torch.arange(rows.stop - rows.start, device=device)
+                values[diagonal, diagonal] = -float("inf")  # prdc sets the self-distance to 0
+            _keep_smallest(best, rows, values, cols.start, dim=1)
+            if cols != rows:
+                _keep_smallest(best, cols, values, rows.start, dim=0)
+    candidate_values, candidates = best
+    index = torch.arange(side.n, device=device)
+    exact = _exact_pairs(side, index, side, candidates, dtype)
+    exact[candidates == index[:, None]] = 0
+    radii = exact.sort(dim=1).values[:, k]
+    if m < side.n:
+        # Proven when no other row can be nearer: its value, less the bound, is at least r².
+        reach = candidate_values[:, -1].double() - (side.bound + side.bound.max())
+        for redo in index[reach < _thresholds(radii.double() ** 2)[1]].split(step):
+            whole = _exact_rows(side, redo, side, dtype)
+            whole[torch.arange(len(redo), device=device), redo] = 0
+            radii[redo] = whole.kthvalue(k + 1, dim=1).values
     return radii
 
 
-def _inside(r2: torch.Tensor, u: float) -> torch.Tensor:
-    """The largest squared distance s that surely gives d < r: r²(1 − 4u), where rounding s to the
-    distances' dtype (unit roundoff u) and the square root cannot reach r; none for r = 0. From r² up,
-    d ≥ r surely (√fl(r²) = r, and both roundings are monotone)."""
-    return torch.where(r2 > 0, r2 * (1 - 4 * u), -float("inf"))
+def _keep_smallest(best: Tuple[torch.Tensor, torch.Tensor], rows: slice, values: torch.Tensor, offset: int,
+                   dim: int) -> None:
+    """Merge the smallest block values along ``dim`` (indices from ``offset``) into the m best (values,
+    indices) of ``rows``, which index the other dim."""
+    best_values, best_index = best
+    m = best_values.shape[1]
+    new_values, new_index = torch.topk(values, min(m, values.shape[dim]), dim=dim, largest=False)
+    if dim == 0:
+        new_values, new_index = new_values.T, new_index.T
+    merged_values = torch.cat([best_values[rows], new_values], 1)
+    merged_index = torch.cat([best_index[rows], new_index + offset], 1)
+    best_values[rows], order = torch.topk(merged_values, m, dim=1, largest=False)
+    best_index[rows] = merged_index.gather(1, order)
 
 
 def _cross(real: _Side, fake: _Side, real_radii: torch.Tensor, fake_radii: torch.Tensor,
@@ -223,23 +253,23 @@ def _cross(real: _Side, fake: _Side, real_radii: torch.Tensor, fake_radii: torch
     """Over all real×fake distances: per fake, the number of real balls holding it; per real, whether its
     ball holds a fake (coverage) and whether it lies in a fake ball (recall)."""
     dtype = _distance_dtype(real, fake)
-    u = _U32 if dtype == torch.float32 else _U64
     device = real.x.device
     in_real_balls = torch.zeros(fake.n, dtype=torch.int64, device=device)
     covered = torch.zeros(real.n, dtype=torch.bool, device=device)
     recalled = torch.zeros(real.n, dtype=torch.bool, device=device)
-    r2_fake = fake_radii.double() ** 2
-    inside_fake = _inside(r2_fake, u)
-    for rows in _row_blocks(real.n, fake.n, block_rows):
-        values, bound = _block_values(real, rows, fake)
-        r2_real = real_radii[rows].double()[:, None] ** 2
-        below, above = values + bound, values - bound
-        # Decided from the block when the whole bound lies on one side of r² (_inside); between, recomputed.
-        real_in = below <= _inside(r2_real, u)
-        fake_in = below <= inside_fake
-        unsure = (~real_in & (above < r2_real * (1 + 4 * _U64))) | (~fake_in & (above < r2_fake * (1 + 4 * _U64)))
+    fake_inside, fake_outside = (t[None, :] for t in _thresholds(fake_radii.double() ** 2))
+    fake_bound = fake.bound.float()[None, :]
+    for rows in _row_blocks(real.n, block_rows or max(1, BLOCK_BYTES // (_BYTES_PER_DISTANCE * fake.n))):
+        values = _block_values(real, rows, fake)
+        real_inside, real_outside = (t[:, None] for t in _thresholds(real_radii[rows].double() ** 2))
+        real_bound = real.bound[rows].float()[:, None]
+        # Decided where the value's whole bound lies on one side of a threshold; between, recomputed.
+        real_in = values + fake_bound <= real_inside - real_bound
+        fake_in = values + real_bound <= fake_inside - fake_bound
+        unsure = ~real_in & (values - fake_bound < real_outside + real_bound)
+        unsure |= ~fake_in & (values - real_bound < fake_outside + fake_bound)
         i, j = unsure.nonzero(as_tuple=True)
-        if i.numel() > unsure.numel() // 8:  # degenerate features (many ties): the block's own product is cheaper
+        if i.numel() > unsure.numel() // 256:  # then the block's own float64 product is cheaper (measured)
             d = _exact_rows(real, torch.arange(rows.start, rows.stop, device=device), fake, dtype).double()
             real_in, fake_in = d < real_radii[rows].double()[:, None], d < fake_radii.double()[None, :]
         elif i.numel():
