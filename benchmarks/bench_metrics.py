@@ -3,8 +3,9 @@
 what FID∞ and the bootstrap interval cost.
 
 Features: seeded random float32, half-normal (non-negative, as Inception's pool3 features are), the fakes
-spread 10% wider. Both tools compute precision, recall, density and coverage of the same N×d real and
-M×d fake features; the results must be equal (the run stops otherwise). prdc holds three N×N float32
+spread 1% wider (so that none of the four values is 0 or 1). Both tools compute precision, recall, density
+and coverage of the same N×d real and M×d fake features; the results must be equal (the run stops
+otherwise). prdc holds three N×N float32
 distance matrices (3 GB at 5000², 30 GB at 50k²): --skip-prdc times fidfast alone, for GPU runs at 50k.
 Also timed on the same features: fidfast.fid_infinity (15 subset sizes) and fidfast.fid_bootstrap with a
 few resamples, reported per resample (the interval's default is 100).
@@ -33,7 +34,7 @@ KEYS = ("precision", "recall", "density", "coverage")
 def features(n: int, dims: int, seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     real = np.abs(rng.standard_normal((n, dims))).astype(np.float32)
-    fake = (np.abs(rng.standard_normal((n, dims))) * 1.1).astype(np.float32)
+    fake = (np.abs(rng.standard_normal((n, dims))) * 1.01).astype(np.float32)  # all four values between 0 and 1
     return real, fake
 
 
