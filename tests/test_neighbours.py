@@ -12,6 +12,8 @@ import torch
 import fidfast
 from fidfast import FidfastError
 
+from .helpers import cuda
+
 prdc_package = pytest.importorskip("prdc", reason="needs prdc==0.2 (the reference)")
 
 KEYS = ("precision", "recall", "density", "coverage")
@@ -70,6 +72,15 @@ def test_mixed_dtypes_and_tensors(rng):
     fake = rng.normal(size=(80, 20))  # float64: prdc compares float64 distances across
     got = assert_equal_to_prdc(real, fake, 4)
     assert fidfast.prdc(torch.from_numpy(real), torch.from_numpy(fake), 4) == got
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_tensors_are_computed_on_their_device(rng, device):
+    real = rng.integers(0, 3, size=(150, 6)).astype(np.float32)  # exact ties, a radius of 0
+    real[100:110] = real[0]
+    fake = (rng.normal(size=(140, 6)) + 1).astype(np.float32)
+    got = fidfast.prdc(torch.from_numpy(real).to(device), torch.from_numpy(fake).to(device), 3, block_rows=32)
+    assert got == pytest.approx(reference(real, fake, 3), rel=0, abs=1e-9)
 
 
 def test_fewest_images_and_identical_sets(rng):
