@@ -247,13 +247,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         result["fid"] = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
     if kid is not None:
         result["kid"], result["kid_std"] = kid
+    if any(m in metrics for m in ("prdc", "fid-inf", "fid-ci")):  # computed where the features were made
+        f1, f2 = f1.to(settings.device), f2.to(settings.device)
     if "prdc" in metrics:
-        result["prdc"] = {**prdc(f1.to(settings.device), f2.to(settings.device), args.prdc_k), "k": args.prdc_k}
+        result["prdc"] = {**prdc(f1, f2, args.prdc_k), "k": args.prdc_k}
     if "fid-inf" in metrics:
-        result["fid_inf"] = fid_infinity(f1.to(settings.device), f2.to(settings.device))
+        result["fid_inf"] = fid_infinity(f1, f2)
     if "fid-ci" in metrics:
-        result["fid_ci"] = list(fid_bootstrap(f1.to(settings.device), f2.to(settings.device), args.fid_ci_resamples,
-                                              CI_LEVEL, method=args.method))
+        result["fid_ci"] = list(fid_bootstrap(f1, f2, args.fid_ci_resamples, CI_LEVEL, method=args.method))
     if args.json:
         result.update({
             "skipped": [int(s.meta.get("skipped", 0)) for s in (s1, s2)],

@@ -89,7 +89,7 @@ def prdc(real_features: ArrayLike, fake_features: ArrayLike, k: int = 5, *,
 def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
     """A 2-D finite float32 or float64 tensor: float32 stays float32 (prdc's float32 distances), any other
     dtype becomes float64 (as sklearn casts it)."""
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     if t.ndim != 2:
         raise FidfastError(f"{name} features must be an N×d array, got shape {tuple(t.shape)}")
     if t.is_complex() or t.dtype == torch.bool:
