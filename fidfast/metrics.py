@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fidfast.errors import FidfastError, warn
-from fidfast.frechet import check_method, covariance_factor, fid_from_terms, frechet_distance, trace_sqrt_from_factor
+from fidfast.frechet import check_method, covariance_factor, frechet_distance, frechet_distance_to_factored
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
 from fidfast.settings import Settings
 from fidfast.sources import Source, open_source
@@ -58,9 +58,7 @@ class FID:
         mu, cov = s.mean.to(self.settings.device), s.covariance.to(self.settings.device)
         if not (bool(torch.isfinite(mu).all()) and bool(torch.isfinite(cov).all())):
             raise FidfastError("the samples' statistics hold non-finite values")
-        diff = self._mu - mu
-        return fid_from_terms(float(diff @ diff) + self._trace + float(torch.trace(cov)),
-                              trace_sqrt_from_factor(self._factor, cov))
+        return frechet_distance_to_factored(self._mu, self._trace, self._factor, mu, cov)
 
 
 def calculate_fid(a: Source, b: Source, method: str = "auto", **settings) -> float:

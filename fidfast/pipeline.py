@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 from fidfast import cache, distributed
@@ -206,11 +207,13 @@ def _label(opened: Union[FeatureStats, Images]) -> str:
 
 
 def features(source: Source, settings: Settings) -> Tuple[FeatureStats, torch.Tensor]:
-    """Statistics and the features themselves (N×dims float32, CPU, in input order), e.g. for KID; never
-    cached. Under torch.distributed every rank gets the statistics and the features of all of it."""
+    """Statistics and the features themselves (N×dims float32, CPU, in input order), for KID, precision and
+    recall, FID∞ and the FID interval; never cached. Under torch.distributed every rank gets the statistics
+    and the features of all of it."""
     opened = open_source(source, settings.recursive)
     if isinstance(opened, FeatureStats):
-        raise FidfastError(f"{source}: KID needs images, not a statistics file")
+        raise FidfastError(f"{source}: a statistics file holds no features; KID, prdc, fid-inf and fid-ci need "
+                           "images")
     stats, skipped, kept = _accumulate(_share(opened), settings, keep_features=True)
     stats, skipped = distributed.merge(stats, skipped)
     kept = distributed.concatenate(kept)
@@ -229,3 +232,14 @@ def compute_stats(samples: Source, **settings) -> FeatureStats:
     count ``.n``) on the CPU.
     """
     return statistics(samples, Settings(**settings))
+
+
+def compute_features(samples: Source, **settings) -> np.ndarray:
+    """Inception features of any image input :func:`compute_stats` takes (not a statistics file: it holds
+    none), for :func:`fidfast.prdc`, :func:`fidfast.fid_infinity`, :func:`fidfast.fid_bootstrap` or your own
+    metrics. Same keyword arguments as :func:`compute_stats`; never cached.
+
+    Returns an N×dims float32 numpy array, one row per image in input order (under torch.distributed:
+    every rank gets all ranks' rows, in input order).
+    """
+    return features(samples, Settings(**settings))[1].numpy()

@@ -210,3 +210,40 @@ def test_cache_info_and_clear(image_dirs, tmp_path):
     cleared = json.loads(fidfast_cli("--clear-cache", "--json", env=env, check_rc=0).stdout)
     assert cleared["entries"] == 1
     assert json.loads(fidfast_cli("--cache-info", "--json", env=env, check_rc=0).stdout)["entries"] == 0
+
+
+
+def test_every_metric_from_one_pass_equals_the_python_api(image_dirs):
+    import fidfast
+
+    a, b = image_dirs
+    common = ("--dims", "64", "--prdc-k", "3", "--kid-subsets", "3", "--kid-subset-size", "6",
+              "--fid-ci-resamples", "20")
+    out = json.loads(fidfast_cli(a, b, "--metrics", "fid,kid,prdc,fid-inf,fid-ci", *common, "--json",
+                                 check_rc=0).stdout)
+    f1, f2 = (fidfast.compute_features(p, dims=64, device="cpu", cache=False) for p in image_dirs)
+    expected_prdc = {**fidfast.prdc(f1, f2, 3), "k": 3}
+    assert out["prdc"] == pytest.approx(expected_prdc, rel=1e-9, abs=1e-9) and out["prdc"]["k"] == 3
+    with pytest.warns(UserWarning, match="fewer than d=64"):  # 12 images: FID∞ is computed, with a warning
+        assert out["fid_inf"] == pytest.approx(fidfast.fid_infinity(f1, f2), rel=1e-9)
+    assert out["fid_ci"] == pytest.approx(list(fidfast.fid_bootstrap(f1, f2, 20)), rel=1e-9)
+    assert out["fid"] == pytest.approx(fidfast.calculate_fid(a, b, dims=64, device="cpu", cache=False), rel=1e-9)
+    assert np.isfinite(out["kid"]) and np.isfinite(out["fid_inf"])
+    # Plain output: one line per value, in a fixed order.
+    plain = fidfast_cli(a, b, "--metrics", "prdc,fid-ci,fid-inf", *common, check_rc=0).stdout.splitlines()
+    assert [line.split(":")[0] for line in plain] == ["Precision", "Recall", "Density", "Coverage", "FID-inf",
+                                                      "FID 95% CI"]
+    assert float(plain[0].split()[-1]) == pytest.approx(out["prdc"]["precision"], rel=1e-9)
+    assert [float(v) for v in plain[-1].split()[-2:]] == pytest.approx(out["fid_ci"], rel=1e-9)
+
+
+def test_bad_metric_options_are_one_line_errors(image_dirs, tmp_path):
+    a, b = image_dirs
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "fid,pr"), "unknown metric(s) pr", "fid-inf")
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "prdc", "--prdc-k", "0"), "--prdc-k must be ≥ 1")
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "fid-ci", "--fid-ci-resamples", "1"), "--fid-ci-resamples")
+    np.savez(tmp_path / "s.npz", mu=np.ones(64), sigma=np.eye(64))
+    assert_one_line_error(fidfast_cli(tmp_path / "s.npz", b, "--metrics", "fid,prdc", "--dims", "64"),
+                          "s.npz", "holds no features")
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "prdc", "--prdc-k", "12", "--dims", "64"),
+                          "12 rows; k=12 needs at least 13")

@@ -159,3 +159,17 @@ def test_a_list_of_images_of_any_sizes_is_one_batch(tmp_path, rng):
     assert rel(floats.sigma, fidfast.compute_stats(np.stack(same), **FAST).sigma) < 1e-5
     with pytest.raises(fidfast.FidfastError, match="image 1 of the list"):
         fidfast.compute_stats([images[0], np.ones((4, 5, 2), np.uint8)], **FAST)
+
+
+def test_compute_features_are_the_rows_behind_compute_stats(folder, tmp_path):
+    root, paths = folder
+    features = fidfast.compute_features(root, **{**FAST, "batch_size": 3})
+    stats = fidfast.compute_stats(root, **FAST)
+    assert isinstance(features, np.ndarray) and features.dtype == np.float32 and features.shape == (len(paths), 64)
+    assert rel(features.astype(np.float64).mean(0), stats.mu) <= 1e-6
+    assert rel(np.cov(features.astype(np.float64), rowvar=False), stats.sigma) <= 1e-6
+    one = fidfast.compute_features([str(paths[2])], **FAST)  # input order: row 2 is the third file's
+    assert rel(one[0], features[2]) <= 1e-6
+    stats.save(tmp_path / "s.npz")
+    with pytest.raises(fidfast.FidfastError, match="holds no features"):
+        fidfast.compute_features(tmp_path / "s.npz", **FAST)
