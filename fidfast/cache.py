@@ -55,7 +55,7 @@ def _stat_line(path: Path) -> bytes:
 def stats_key(refs: Sequence[ImageRef], settings: Settings) -> str:
     """The cache key of the statistics of ``refs`` computed with ``settings``."""
     h = hashlib.sha256(f"v{PREPROCESS_VERSION}|{settings.dims}|{settings.protocol}|{settings.precision}|"
-                       f"{settings.device.type}|{settings.skip_bad_images}|{settings.inception_weights.digest}\n"
+                       f"{settings.device.type}|{settings.skip_bad_images}|{settings.network}\n"
                        .encode())
     archives_seen = set()
     for ref in refs:

@@ -115,3 +115,57 @@ def feature_extractor(weights: Weights, dims: int, device: torch.device, precisi
         except Exception as exc:  # noqa: BLE001 - any TorchScript failure leaves the eager model, which is correct
             log.warning("fidfast: TorchScript compilation failed (%s); running eager", exc)
     return FeatureExtractor(eager_network(weights, dims, device, precision), micro_batch)
+
+
+# -- any feature network -----------------------------------------------------------------------------
+# A module given as ``features=`` replaces the FID Inception: it gets float N×3×S×S in [0, 1] (its
+# parameters' dtype) on the settings' device, S = its ``input_size`` (images resampled by the protocol's
+# filter), or the images at their own size when it has none; it returns N×D features.
+
+def module_input_size(module: nn.Module) -> Optional[int]:
+    """The side S a features module wants its images resized to (its ``input_size``), or None."""
+    size = getattr(module, "input_size", None)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise FidfastError(f"the features module's input_size must be a whole number ≥ 1 (the side of the square "
+                           f"its images are resized to), got {size!r}")
+    return size
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype of the module's first parameter (float32 without one): its input's dtype."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def module_width(module: nn.Module, device: torch.device) -> int:
+    """A features module's D: its ``num_features``, else that of one random image of its ``input_size``."""
+    width = getattr(module, "num_features", None)
+    if width is None:
+        size = module_input_size(module)
+        if size is None:
+            raise FidfastError("a features module needs num_features (its output width) or input_size (the side its "
+                               "images are resized to, so that fidfast can try one)")
+        probe = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            out = module(probe.to(device, module_dtype(module)))
+        width = out.shape[-1] if out.ndim == 2 else None
+    if isinstance(width, torch.Tensor):
+        width = int(width.item())
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise FidfastError("the features module must give N×D features (num_features a whole number ≥ 1), "
+                           f"got {width!r}")
+    return width
+
+
+def module_digest(module: nn.Module) -> str:
+    """A fingerprint of a features module: its class, input size and every parameter and buffer, by value
+    (the statistics cache's key: other weights, other entry)."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}|{module_input_size(module)}\n".encode())
+    for name, t in module.state_dict().items():
+        if torch.is_tensor(t):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

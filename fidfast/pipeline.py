@@ -13,7 +13,7 @@ shard of the input's files, accumulates its own statistics, and every rank gets 
 from __future__ import annotations
 
 import logging
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ import torch
 from fidfast import cache, distributed
 from fidfast.decode import iter_decoded
 from fidfast.errors import FidfastError, RankError, warn
-from fidfast.features import FeatureExtractor, feature_extractor
-from fidfast.preprocess import PackedBatch, network_input, pack
+from fidfast.features import feature_extractor, module_dtype, module_input_size
+from fidfast.preprocess import PackedBatch, module_input, network_input, pack
 from fidfast.progress import Progress
 from fidfast.settings import Settings
 from fidfast.sources import ImageArrays, ImageFiles, Source, as_nhwc_uint8, iter_array_batches, open_source
@@ -33,13 +33,16 @@ log = logging.getLogger("fidfast")
 Images = Union[ImageFiles, ImageArrays]
 
 
-def extractor(settings: Settings) -> FeatureExtractor:
-    """The settings' network: their weights, dims, device and precision (built once per process)."""
+def extractor(settings: Settings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The settings' network: their features module, or the FID Inception with their weights, dims,
+    device and precision (built once per process)."""
+    if settings.features is not None:
+        return settings.features
     return feature_extractor(settings.inception_weights, settings.dims, settings.device, settings.precision)
 
 
-def batch_features(model: FeatureExtractor, batch: Union[PackedBatch, torch.Tensor], settings: Settings
-                   ) -> torch.Tensor:
+def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[PackedBatch, torch.Tensor],
+                   settings: Settings) -> torch.Tensor:
     """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1].
 
     Entered per batch, so the caller's code between batches is unaffected: a caller's autocast (a
@@ -47,7 +50,15 @@ def batch_features(model: FeatureExtractor, batch: Union[PackedBatch, torch.Tens
     its fastest kernels; fp32 means fp32 (no TF32 convolutions)."""
     with torch.inference_mode(), torch.autocast(settings.device.type, enabled=False), \
             torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=settings.precision != "fp32"):
-        return model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
+        if settings.features is None:
+            return model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
+        x = module_input(batch, settings.device, module_input_size(model), settings.preprocessing)
+        features = model(x.to(module_dtype(model)))
+    if not (isinstance(features, torch.Tensor) and features.shape == (x.shape[0], settings.dims)):
+        got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise FidfastError(f"the features module returned {got} for {x.shape[0]} images, expected "
+                           f"{x.shape[0]}×{settings.dims}")
+    return features
 
 
 def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Tensor, int]]:
@@ -112,7 +123,8 @@ def _share(opened: Images) -> Images:
 def _finish(stats: FeatureStats, skipped: int, settings: Settings, label: str) -> FeatureStats:
     if stats.n == 0:
         raise FidfastError(f"{label}: no images" + (f" (all {skipped} were unreadable)" if skipped else ""))
-    stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims, protocol=settings.protocol)
+    stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims, protocol=settings.protocol,
+                      network=settings.network)
     report_skipped(stats, label)
     return stats.to("cpu")
 
@@ -151,7 +163,14 @@ def check_matches(stats: FeatureStats, settings: Settings) -> FeatureStats:
 
 
 def check_same_protocol(first: FeatureStats, second: FeatureStats) -> None:
-    """Refuse to compare statistics that record different protocols."""
+    """Refuse to compare statistics that record different protocols or feature networks."""
+    nets = [s.meta.get("network") for s in (first, second)]
+    if None not in nets and nets[0] != nets[1] and any(n.startswith("module") for n in nets):
+        def say(net: str) -> str:
+            kind, digest = net.split(" ", 1)
+            return "the FID Inception" if kind == "inception" else f"a features module (fingerprint {digest[:12]})"
+        raise FidfastError(f"{first.path or 'the first input'} holds features of {say(nets[0])}, "
+                           f"{second.path or 'the second'} of {say(nets[1])}: their distance means nothing")
     if first.protocol is not None and second.protocol is not None and first.protocol != second.protocol:
         raise FidfastError(f"{first.path or 'the first input'} was computed with protocol {first.protocol}, "
                            f"{second.path or 'the second'} with {second.protocol}: FIDs of different protocols are "

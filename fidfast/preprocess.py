@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import Callable, List, Sequence, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fidfast import native
+from fidfast.errors import FidfastError
 
 INCEPTION_SIZE = 299
 
@@ -349,6 +350,41 @@ def resize_normalize_reference(batch: PackedBatch, size: int = INCEPTION_SIZE, d
     for i, img in enumerate(unpack(batch)):
         out[i] = protocol.reference(to_unit(img, divisor)[None], size)[0].expand(3, -1, -1)
     return out
+
+
+def unit_range(protocol: Protocol) -> Protocol:
+    """``protocol``'s resampling with output in [0, 1] instead of its network's range: the input of a
+    custom feature module (clean-fid's bicubic overshoot is clipped, as clean-fid clips it)."""
+    clip = protocol.lo > -math.inf
+    return replace(protocol, divisor=255.0, shift=0.0, scale=1.0, normalize=_clip_unit if clip else _identity,
+                   lo=0.0 if clip else -math.inf, hi=1.0 if clip else math.inf)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _clip_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 1)
+
+
+def module_input(batch: Union[PackedBatch, torch.Tensor], device: torch.device, size: Optional[int],
+                 protocol: Protocol = PYTORCH_FID) -> torch.Tensor:
+    """A batch as a custom feature module's input: float32 N×3×size×size in [0, 1] on ``device``, resampled
+    as ``protocol`` resamples; with ``size`` None, the images at their own size, which must then be one."""
+    if size is not None:
+        if not isinstance(batch, PackedBatch):
+            batch = pack(batch.to(device, torch.float32).permute(0, 2, 3, 1))
+        packed = PackedBatch(batch.data.to(device, non_blocking=True), batch.meta, batch.bad)
+        return resize_normalize(packed, size, torch.float32, False, unit_range(protocol))
+    if not isinstance(batch, PackedBatch):
+        return batch.to(device, torch.float32)
+    shapes = sorted({(h, w) for _, h, w, _ in batch.meta.tolist()})
+    if len(shapes) > 1:
+        listed = ", ".join(f"{h}×{w}" for h, w in shapes[:3]) + (", ..." if len(shapes) > 3 else "")
+        raise FidfastError(f"a batch holds images of {len(shapes)} sizes ({listed}), but the features module has no "
+                           "input_size: set module.input_size = S to have every image resized to S×S")
+    return torch.stack([to_unit(img.to(device)).expand(3, -1, -1) for img in unpack(batch)])
 
 
 def network_input(batch: Union[PackedBatch, torch.Tensor], device: torch.device, dtype: torch.dtype,

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 import torch
+from torch import nn
 
 from fidfast import distributed, launch
-from fidfast.errors import FidfastError
+from fidfast.errors import FidfastError, warn
+from fidfast.features import module_digest, module_width
 from fidfast.network import DIMS
 from fidfast.preprocess import PROTOCOLS, Protocol
 from fidfast.weights import Weights, resolve_weights
@@ -99,6 +101,11 @@ class Settings:
         progress: a progress line on stderr (None: when stderr is a terminal, on rank 0 only).
         cache: read and write the statistics cache.
         recursive: read the images in a folder's subfolders too.
+        features: an ``nn.Module`` to use instead of the FID Inception (DINOv2, CLIP, ...): it gets float
+            N×3×S×S in [0, 1] in its parameters' dtype on ``device``, S its ``input_size`` (resampled by the
+            protocol's filter; without one, images at their own size) and returns N×D; D is its
+            ``num_features`` or found by one call. ``dims`` is then D; ``weights`` and ``precision`` do not
+            apply (README: "Any feature network").
     """
 
     dims: Optional[int] = None
@@ -112,12 +119,17 @@ class Settings:
     progress: Optional[bool] = None
     cache: bool = True
     recursive: bool = False
+    features: Optional[nn.Module] = None
     dims_given: bool = field(init=False, default=True)
     protocol_given: bool = field(init=False, default=True)
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
-        if self.dims is None:
+        device = resolve_device(self.device)
+        if self.features is not None:
+            self._check_features(device)
+            set_("dims", module_width(self.features, device))
+        elif self.dims is None:
             set_("dims", DEFAULT_DIMS)
             set_("dims_given", False)
         elif self.dims not in DIMS:
@@ -127,7 +139,6 @@ class Settings:
             set_("protocol_given", False)
         elif self.protocol not in PROTOCOLS:
             raise FidfastError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        device = resolve_device(self.device)
         set_("device", device)
         set_("precision", resolve_precision(self.precision, device))
         set_("batch_size", default_batch_size(device) if self.batch_size is None
@@ -141,8 +152,30 @@ class Settings:
                 raise FidfastError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike, Weights)):
             raise FidfastError(f"weights must be a path, got {type(self.weights).__name__}")
-        if self.weights is not None or os.environ.get("FIDFAST_WEIGHTS"):
+        if self.features is None and (self.weights is not None or os.environ.get("FIDFAST_WEIGHTS")):
             self.inception_weights  # a named file is checked now, before any image is listed (it costs a stat)
+
+    def _check_features(self, device: torch.device) -> None:
+        module = self.features
+        if not isinstance(module, nn.Module):
+            raise FidfastError(f"features must be an nn.Module, got {type(module).__name__}")
+        if self.dims is not None or self.weights is not None:
+            raise FidfastError("dims= and weights= choose the FID Inception's features; a features module gives its "
+                               "own (leave them out)")
+        places = {p.device for p in module.parameters()}
+        if places and places != {device}:
+            raise FidfastError(f"the features module is on {', '.join(sorted(map(str, places)))}, the images go to "
+                               f"{device}: move it with module.to({str(device)!r}) or pass device=")
+        if module.training:
+            warn("fidfast: the features module is in training mode (dropout, batch-norm updates): call "
+                 "module.eval() for reproducible features")
+
+    @functools.cached_property
+    def network(self) -> str:
+        """What makes the features: ``inception <weights digest>`` or ``module <fingerprint>``."""
+        if self.features is not None:
+            return f"module {module_digest(self.features)}"
+        return f"inception {self.inception_weights.digest}"
 
     @property
     def dtype(self) -> torch.dtype:
