@@ -286,7 +286,7 @@ def _axis_table(protocol: Protocol, in_size: int, out_size: int) -> Tuple[torch.
 
 
 @functools.lru_cache(maxsize=16)
-def _batch_tables(protocol: Protocol, lengths: Tuple[int, ...], out_size: int, pinned: bool
+def _batch_tables(protocol: Protocol, lengths: Tuple[int, ...], out_size: int
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tables of every input length of a batch, stacked (rows padded to the widest with zero
     weights after the last tap, which leaves each sum's rounding unchanged), and each length's first row."""
@@ -295,8 +295,6 @@ def _batch_tables(protocol: Protocol, lengths: Tuple[int, ...], out_size: int, p
     taps = torch.cat([torch.cat([t, t[:, -1:].expand(-1, k - t.shape[1])], 1) for t, _ in tables])
     weights = torch.cat([torch.cat([w, w.new_zeros(w.shape[0], k - w.shape[1])], 1) for _, w in tables])
     first = torch.arange(len(lengths), dtype=torch.int64) * out_size
-    if pinned:
-        taps, weights = taps.pin_memory(), weights.pin_memory()
     return taps.contiguous(), weights.contiguous(), first
 
 
@@ -317,12 +315,10 @@ def resize_normalize(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torc
         return resize_normalize_reference(batch, size, dtype, channels_last, protocol)
     meta = batch.meta
     lengths = tuple(sorted(set(meta[:, 1].tolist()) | set(meta[:, 2].tolist())))
-    taps, weights, first = _batch_tables(protocol, lengths, size, batch.data.is_cuda)
+    taps, weights, first = _batch_tables(protocol, lengths, size)
     known = torch.tensor(lengths, dtype=torch.int64)
     rows = first[torch.searchsorted(known, meta[:, 1:3].contiguous())]  # each image's first height and width rows
-    meta = torch.cat([meta, rows], 1)
-    if batch.data.is_cuda:
-        meta = meta.pin_memory()  # checked on the host, then copied without waiting
+    meta = torch.cat([meta, rows], 1)  # on the host: the CUDA op checks a pinned copy, then uploads it
     return torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, _divisor(batch, protocol),
                                               protocol.shift, protocol.scale, protocol.lo, protocol.hi, size, dtype,
                                               channels_last)

@@ -31,14 +31,30 @@ requires_fid_helper = pytest.mark.skipif(fid_helper_file() is None,
 HAS_CUDA = torch.cuda.is_available()
 cuda = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")]
 needs_native = pytest.mark.skipif(not native.LOADED, reason="fidfast._C not built")
+cuda_kernels = cuda + [needs_native, pytest.mark.skipif(not native.cuda_compiled(),
+                                                        reason="fidfast._C built without CUDA")]
 # The ways each op runs: (implementation, device), for a fixture's params.
 NATIVE_AND_TWIN = [
     pytest.param(("native", "cpu"), id="native-cpu", marks=needs_native),
     pytest.param(("twin", "cpu"), id="twin-cpu"),
-    pytest.param(("native", "cuda"), id="native-cuda", marks=cuda + [needs_native, pytest.mark.skipif(
-        not native.cuda_compiled(), reason="fidfast._C built without CUDA")]),
+    pytest.param(("native", "cuda"), id="native-cuda", marks=cuda_kernels),
     pytest.param(("twin", "cuda"), id="twin-cuda", marks=cuda),
 ]
+
+
+def on_gpu(marks: list):
+    """A test decorator from a list of marks (``cuda``, ``cuda_kernels``)."""
+    def decorate(fn):
+        for mark in reversed(marks):
+            fn = mark(fn)
+        return fn
+    return decorate
+
+
+def busy_stream(seconds: float = 0.05) -> None:
+    """Keeps the current CUDA stream busy for about ``seconds``: work queued after it waits, so a copy or
+    kernel that goes to the wrong stream, or reads memory too late, shows in the result."""
+    torch.cuda._sleep(int(seconds * 2e9))  # clock cycles, ~2 GHz
 
 
 # Settings for fast runs on the CPU: the network stops after its first block (dims 64), no worker

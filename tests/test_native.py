@@ -32,7 +32,7 @@ def _op_samples(rng: np.random.Generator, device: str) -> dict:
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(37, 53, 3), (20, 20, 1), (299, 299, 3)]]
     batch = preprocess.pack(images)
     lengths = tuple(sorted(set(batch.meta[:, 1:3].flatten().tolist())))
-    taps, weights, first = preprocess._batch_tables(preprocess.PYTORCH_FID, lengths, 41, False)
+    taps, weights, first = preprocess._batch_tables(preprocess.PYTORCH_FID, lengths, 41)
     rows = first[torch.searchsorted(torch.tensor(lengths), batch.meta[:, 1:3].contiguous())]
     meta = torch.cat([batch.meta, rows], 1)
     d = 24

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fidfast import native, preprocess
+from fidfast import preprocess
 from fidfast.preprocess import PYTORCH_FID, PackedBatch, pack, resize_normalize, resize_normalize_reference
 
-from .helpers import NATIVE_AND_TWIN, needs_native
+from .helpers import NATIVE_AND_TWIN, busy_stream, cuda_kernels, natural_image, needs_native, on_gpu
 
 # (H, W, C): 1×1, odd, up- and down-sampling, identity at 299, tall, wide, large, grey and colour
 SHAPES = [(1, 1, 3), (1, 1, 1), (2, 3, 3), (7, 5, 1), (37, 53, 3), (299, 299, 3), (300, 200, 1),
@@ -125,20 +125,79 @@ def test_native_equals_the_reference_bit_for_bit_at_299(rng):
                            resize_normalize_reference(batch, 299, torch.float32, channels_last))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not (torch.cuda.is_available() and native.cuda_compiled()), reason="needs CUDA kernels")
+def op_inputs(batch: PackedBatch, size: int):
+    """The op's meta (each image's first table rows appended) and tables, as preprocess builds them."""
+    lengths = tuple(sorted(set(batch.meta[:, 1:3].flatten().tolist())))
+    taps, weights, first = preprocess._batch_tables(PYTORCH_FID, lengths, size)
+    rows = first[torch.searchsorted(torch.tensor(lengths), batch.meta[:, 1:3].contiguous())]
+    return torch.cat([batch.meta, rows], 1), taps, weights
+
+
+def run_op(data, meta, taps, weights, size, dtype=torch.float32):
+    return torch.ops.fidfast.resize_normalize(data, meta, taps, weights, 255.0, 0.5, 2.0, -math.inf, math.inf,
+                                              size, dtype, False)
+
+
+@on_gpu(cuda_kernels)
 def test_native_op_takes_meta_and_tables_on_the_host_or_the_device(rng):
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in SHAPES[:5]]
     batch = pack(images)
     ref = resize_normalize_reference(batch, 41)
-    lengths = tuple(sorted(set(batch.meta[:, 1:3].flatten().tolist())))
-    taps, weights, first = preprocess._batch_tables(PYTORCH_FID, lengths, 41, False)
-    meta = torch.cat([batch.meta, first[torch.searchsorted(torch.tensor(lengths), batch.meta[:, 1:3].contiguous())]], 1)
+    meta, taps, weights = op_inputs(batch, 41)
     for where in ("cpu", "pinned", "cuda"):
         move = {"cpu": lambda t: t, "pinned": lambda t: t.pin_memory(), "cuda": lambda t: t.cuda()}[where]
-        out = torch.ops.fidfast.resize_normalize(batch.data.cuda(), move(meta), move(taps), move(weights), 255.0,
-                                                 0.5, 2.0, -math.inf, math.inf, 41, torch.float32, False)
+        out = run_op(batch.data.cuda(), move(meta), move(taps), move(weights), 41)
         assert out.is_cuda and (out.cpu() - ref).abs().max() <= 1e-6, where
+
+
+@on_gpu(cuda_kernels)
+def test_cuda_op_reads_the_meta_it_checked_though_the_caller_rewrites_it(rng):
+    # The caller's pinned meta is rewritten (images in reverse order, each row still in bounds) while the
+    # stream is still busy with earlier work, before the op's upload can have run.
+    images = [natural_image(rng, h, w) for h, w in [(40, 30), (64, 64), (17, 90), (90, 33)]]
+    batch = pack(images)
+    ref = resize_normalize(batch, 64)  # the CPU kernel
+    meta, taps, weights = (t.pin_memory() for t in op_inputs(batch, 64))
+    data = batch.data.cuda()
+    run_op(data, meta, taps, weights, 64)  # warm-up: the kernel loaded, the pinned pool filled
+    busy_stream()
+    out = run_op(data, meta, taps, weights, 64)
+    meta.copy_(meta.flip(0))
+    taps.zero_()
+    assert (out.cpu() - ref).abs().max() <= 1e-6
+
+
+@on_gpu(cuda_kernels)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_kernel_past_its_grid_cap(rng, dtype):
+    # 220 images of 299² are 76,000 blocks of 256 threads: past the 65,536-block cap, so each thread
+    # loops over several pixels (the default batch on CUDA is 500)
+    images = [natural_image(rng, int(rng.integers(8, 90)), int(rng.integers(8, 90))) for _ in range(220)]
+    batch = pack(images)
+    ref = resize_normalize(batch, 299, dtype, True)
+    on_device = on(batch, "cuda")
+    poison = torch.full(ref.shape, float("nan"), dtype=dtype, device="cuda")
+    del poison  # the op's output reuses this block: an element left unwritten stays NaN
+    out = resize_normalize(on_device, 299, dtype, True)
+    assert torch.isfinite(out).all()
+    tol = 1e-6 if dtype == torch.float32 else 2 ** -11  # fp16: one ulp in [0.5, 1)
+    assert (out.float().cpu() - ref.float()).abs().max() <= tol
+
+
+@on_gpu(cuda_kernels)
+def test_cuda_op_on_a_side_stream(rng):
+    images = [natural_image(rng, h, w) for h, w in [(40, 30), (299, 299), (120, 77)]]
+    batch = pack(images)
+    ref = resize_normalize(batch, 299)
+    pinned = batch.data.pin_memory()
+    resize_normalize(PackedBatch(pinned.cuda(), batch.meta), 299)  # warm-up: nothing left to load or pin
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        busy_stream()  # the default stream is idle: work wrongly put there would run before the upload
+        data = pinned.to("cuda", non_blocking=True)  # queued behind the busy work
+        out = resize_normalize(PackedBatch(data, batch.meta), 299)
+    torch.cuda.current_stream().wait_stream(side)
+    assert (out.cpu() - ref).abs().max() <= 1e-6
 
 
 BAD_META = {"C=2": [0, 4, 5, 2], "H=0": [0, 0, 5, 3], "past the end": [1, 4, 5, 3],

@@ -59,8 +59,17 @@ __global__ void unit_table_kernel(float* table, float divisor) {
   table[p] = static_cast<float>(p) / divisor;
 }
 
-// A host tensor (checked there) copied to the device without waiting for it: pinned, as
-// preprocess.py leaves meta and the tables, the copy overlaps queued work.
+// The checked copy: meta and the tables, wherever given, are copied into private pinned host memory,
+// checked there, and that copy is what the kernel gets (uploaded without waiting, so it overlaps queued
+// work). A caller that rewrites its own tensor before the stream reaches the upload changes nothing;
+// the host allocator keeps the block until the upload is done. From the device the copy waits for the
+// work queued before it.
+at::Tensor host_copy(const at::Tensor& t) {
+  at::Tensor pinned = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
+  pinned.copy_(t);
+  return pinned;
+}
+
 at::Tensor on_device(const at::Tensor& host, const at::Device& device) {
   return host.to(device, host.scalar_type(), /*non_blocking=*/true);
 }
@@ -83,19 +92,15 @@ at::Tensor resize_normalize_cuda(
     TORCH_CHECK(t->is_cpu() || t->device() == data.device(),
                 "resize_normalize: meta and the tables must be on the CPU or on data's device, got ", t->device());
   }
-  // The bounds checks, which keep the kernel from reading outside `data`, need meta and the tables
-  // on the host. Given there, they are checked before their copies start; given on the device,
-  // .cpu() waits for all work queued before it.
-  const at::Tensor meta_host = meta.cpu().contiguous();
-  const at::Tensor taps_host = taps.cpu().contiguous();
-  const at::Tensor weights_host = weights.cpu().contiguous();
+  const at::Tensor meta_host = host_copy(meta), taps_host = host_copy(taps), weights_host = host_copy(weights);
   const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale),
                            static_cast<float>(lo), static_cast<float>(hi)};
+  // The bounds checks keep the kernel from reading outside `data`.
   check_resize_normalize_args(data, meta_host, taps_host, weights_host, norm, out_size, dtype);
   c10::cuda::CUDAGuard guard(data.device());
-  const at::Tensor meta_d = meta.is_cpu() ? on_device(meta_host, data.device()) : meta.contiguous();
-  const at::Tensor taps_d = taps.is_cpu() ? on_device(taps_host, data.device()) : taps.contiguous();
-  const at::Tensor weights_d = weights.is_cpu() ? on_device(weights_host, data.device()) : weights.contiguous();
+  const at::Tensor meta_d = on_device(meta_host, data.device());
+  const at::Tensor taps_d = on_device(taps_host, data.device());
+  const at::Tensor weights_d = on_device(weights_host, data.device());
   at::Tensor out = at::empty(
       {meta_d.size(0), 3, out_size, out_size},
       data.options().dtype(dtype),
