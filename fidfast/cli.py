@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
+import torch
+
 from fidfast import backend_info, cache, distributed, launch
 from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prdc-k", type=int, default=5, help="prdc: the nearest neighbour that sets each ball's radius")
     p.add_argument("--fid-ci-resamples", type=int, default=100,
                    help="fid-ci: bootstrap resamples, each costing about one FID from features")
+    p.add_argument("--deterministic", action="store_true", help="CUDA: the same bits from the same images every "
+                   "run (cuDNN's deterministic convolutions, no autotuning; slower)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the statistics cache")
     p.add_argument("--cache-info", action="store_true", help="show where the statistics cache is and its size, "
                    "then exit (FIDFAST_CACHE_SIZE bounds it)")
@@ -204,6 +208,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     output = _check_output(args) if args.save_stats else None
     check_kid_options(args.kid_subsets, args.kid_subset_size)
     metrics = _metrics(args)
+    if args.deterministic:
+        torch.backends.cudnn.deterministic = True  # kept by the pipeline's cuDNN settings
     launch.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
     settings = Settings(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
                         weights=args.weights,

@@ -46,10 +46,16 @@ def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[P
     """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1].
 
     Entered per batch, so the caller's code between batches is unaffected: a caller's autocast (a
-    training step under mixed precision) is off, as are gradients; the fixed 299×299 shapes let cuDNN pick
-    its fastest kernels; fp32 means fp32 (no TF32 convolutions)."""
+    training step under mixed precision) is off, as are gradients; fp32 means fp32 (no TF32 convolutions).
+    cuDNN autotunes (the fixed 299×299 shapes make the search pay), which may pick other kernels in
+    another run, unless the caller asked for determinism: ``torch.backends.cudnn.deterministic`` (the
+    CLI's --deterministic) or ``torch.use_deterministic_algorithms``, which are kept, without autotuning,
+    so the same images give the same bits every run."""
+    deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
     with torch.inference_mode(), torch.autocast(settings.device.type, enabled=False), \
-            torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=settings.precision != "fp32"):
+            torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic,
+                                       benchmark_limit=torch.backends.cudnn.benchmark_limit,
+                                       allow_tf32=settings.precision != "fp32"):
         if settings.features is None:
             return model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
         x = module_input(batch, settings.device, module_input_size(model), settings.preprocessing)

@@ -21,7 +21,7 @@ def test_prints_fid_like_pytorch_fid_and_json(image_dirs):
     assert proc.stdout.startswith("FID:  ")
     fid = float(proc.stdout.split()[-1])
     assert fid > 0
-    proc = fidfast_cli(*image_dirs, "--device", "cpu", "--dims", "64", "--json", check_rc=0)
+    proc = fidfast_cli(*image_dirs, "--device", "cpu", "--dims", "64", "--json", "--deterministic", check_rc=0)
     out = json.loads(proc.stdout)
     assert out["dims"] == 64 and out["n_images"] == [12, 12]
     assert abs(out["fid"] - fid) <= 1e-9 * fid
