@@ -11,7 +11,7 @@ from scipy import linalg
 from fidfast import FidfastError, frechet, frechet_distance
 from fidfast.frechet import sqrtm_newton_schulz
 
-from .helpers import NATIVE_AND_TWIN, needs_native, reference_fid, rel
+from .helpers import NATIVE_AND_TWIN, busy_stream, cuda_kernels, needs_native, on_gpu, reference_fid, rel
 
 
 @pytest.fixture(params=NATIVE_AND_TWIN)
@@ -148,6 +148,34 @@ def test_sqrtm_native_equals_twin(rng):
     xa, ra, ia = sqrtm_newton_schulz(a, 100, 1e-14)
     xb, rb, ib = frechet._sqrtm_newton_schulz_torch(a, 100, 1e-14)
     assert rel(xa, xb) <= 1e-12 and ia == ib and ra == pytest.approx(rb, rel=1e-6)
+
+
+@on_gpu(cuda_kernels)
+@pytest.mark.parametrize("d", [600, 2048])
+def test_sqrtm_on_cuda_past_the_residual_kernels_grid_cap(rng, d):
+    # d > 512: the residual kernel's 1,024 blocks each sum several elements per thread; 2048 is FID's size
+    q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    w = np.geomspace(10.0, 1e-3, d) * rng.uniform(0.9, 1.1, d)
+    a = (q * w) @ q.T
+    exact = (q * np.sqrt(w)) @ q.T
+    x, res, iters = sqrtm_newton_schulz(torch.from_numpy(a).cuda(), 100, 1e-14)
+    assert x.is_cuda and 0 < iters < 100 and res <= 1e-12
+    assert rel(x, exact) <= 1e-12
+
+
+@on_gpu(cuda_kernels)
+def test_sqrtm_on_a_side_stream(rng):
+    a = np.cov(rng.standard_normal((300, 120)), rowvar=False)
+    ref = sqrt_eigh(a)
+    on_cuda = torch.from_numpy(a).cuda()
+    sqrtm_newton_schulz(on_cuda, 100, 1e-14)  # warm-up: the kernels loaded
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    busy_stream()  # the default stream is busy: a kernel wrongly put there would finish after the op read
+    with torch.cuda.stream(side):  # its residuals on the side stream (the op syncs on each one)
+        x, res, _ = sqrtm_newton_schulz(on_cuda, 100, 1e-14)
+    torch.cuda.current_stream().wait_stream(side)
+    assert res <= 1e-12 and rel(x, ref) <= 1e-12
 
 
 def test_sqrtm_rejects_bad_input(impl):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 import fidfast
 
-from .helpers import FAST, natural_image, rel, write_images
+from .helpers import FAST, cuda, fidfast_cli, make_rng, natural_image, on_gpu, rel, write_images
 
 
 def test_archives_file_lists_and_path_lists_match_the_folder(folder, tmp_path):
@@ -173,3 +174,79 @@ def test_compute_features_are_the_rows_behind_compute_stats(folder, tmp_path):
     stats.save(tmp_path / "s.npz")
     with pytest.raises(fidfast.FidfastError, match="holds no features"):
         fidfast.compute_features(tmp_path / "s.npz", **FAST)
+
+
+# -- cuDNN's settings as the network sees them, and the whole pipeline on a GPU -----------------------
+
+class CudnnProbe(nn.Module):
+    """A features module that records (cudnn.deterministic, cudnn.benchmark) as the network sees them."""
+    num_features = 3
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def forward(self, x):
+        self.seen.add((torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark))
+        return x.mean((2, 3)) * x.std((2, 3))
+
+
+@pytest.mark.parametrize("ask", ["nothing", "cudnn.deterministic", "use_deterministic_algorithms"])
+def test_the_network_autotunes_unless_the_caller_asked_for_determinism(rng, monkeypatch, ask):
+    images = np.stack([natural_image(rng, 32, 40) for _ in range(4)])
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    if ask == "cudnn.deterministic":
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    elif ask == "use_deterministic_algorithms":
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+        torch.use_deterministic_algorithms(True)
+    try:
+        probe = CudnnProbe().eval()
+        fidfast.compute_stats(images, features=probe, **{k: v for k, v in FAST.items() if k != "dims"})
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert probe.seen == ({(False, True)} if ask == "nothing" else {(True, False)})
+    assert not torch.backends.cudnn.benchmark  # the caller's own settings are back
+
+
+GPU_KW = dict(dims=2048, num_workers=2, batch_size=16, cache=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def photo_dirs(tmp_path_factory):
+    """Two folders of 48 photo-like JPEGs of mixed sizes (ragged batches), the second tinted."""
+    rng = make_rng("photo_dirs")
+    root = tmp_path_factory.mktemp("photos")
+    sizes = [(int(rng.integers(120, 400)), int(rng.integers(120, 400))) for _ in range(48)]
+    write_images(root / "a", rng, sizes, ext="jpg")
+    write_images(root / "b", rng, sizes, ext="jpg", shift=0.2)
+    return root / "a", root / "b"
+
+
+@on_gpu(cuda)
+def test_the_gpu_pipeline_equals_the_cpu(photo_dirs):
+    # pinned loader → non-blocking copy → resize_normalize → channels_last network → cov_update_ on the GPU
+    cpu = [fidfast.compute_stats(d, device="cpu", precision="fp32", **GPU_KW) for d in photo_dirs]
+    gpu = [fidfast.compute_stats(d, device="cuda", precision="fp32", **GPU_KW) for d in photo_dirs]
+    # fp32 without TF32: features ~1e-6 apart (other convolution algorithms), which a rank-47 covariance
+    # at d = 2048 and its FID amplify (see the CPU-vs-pytorch-fid note above)
+    for c, g in zip(cpu, gpu):
+        assert g.n == c.n == 48
+        assert rel(g.mu, c.mu) <= 1e-5 and rel(g.sigma, c.sigma) <= 1e-4
+    fid_cpu = fidfast.frechet_distance(cpu[0].mu, cpu[0].sigma, cpu[1].mu, cpu[1].sigma)
+    fid_gpu = fidfast.frechet_distance(gpu[0].mu, gpu[0].sigma, gpu[1].mu, gpu[1].sigma)
+    assert fid_cpu > 1 and rel(fid_gpu, fid_cpu) <= 1e-4
+    half = [fidfast.compute_stats(d, device="cuda", precision="fp16", **GPU_KW) for d in photo_dirs]
+    assert all(rel(h.mu, c.mu) <= 1e-2 and rel(h.sigma, c.sigma) <= 2e-2 for h, c in zip(half, cpu))
+    fid_half = fidfast.frechet_distance(half[0].mu, half[0].sigma, half[1].mu, half[1].sigma)
+    assert rel(fid_half, fid_cpu) <= 1e-2  # a bound that catches a broken path; the shift itself: benchmarks
+
+
+@on_gpu(cuda)
+def test_deterministic_gpu_runs_give_the_same_bits(photo_dirs, tmp_path):
+    # two processes, so cuDNN chooses its kernels afresh in each
+    for i in range(2):
+        fidfast_cli(photo_dirs[0], tmp_path / f"{i}.npz", "--save-stats", "--device", "cuda", "--deterministic",
+                    "--no-cache", "--batch-size", "16", check_rc=0)
+    a, b = (fidfast.FeatureStats.load(tmp_path / f"{i}.npz") for i in range(2))
+    assert a.n == 48 and np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma)

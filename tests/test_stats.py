@@ -12,7 +12,7 @@ import torch
 
 from fidfast import FeatureStats, FidfastError, native, stats
 
-from .helpers import NATIVE_AND_TWIN, needs_native, rel
+from .helpers import NATIVE_AND_TWIN, busy_stream, cuda_kernels, needs_native, on_gpu, rel
 
 
 class Impl(NamedTuple):
@@ -147,6 +147,40 @@ def test_cov_rejects_bad_input(impl):
         impl.cov_update_(mean, comoment, -1, torch.ones(3, 4, device=impl.device))
     with pytest.raises(RuntimeError):
         impl.cov_merge_(mean, comoment, 3, mean[:3].clone(), comoment, 2)
+
+
+@on_gpu(cuda_kernels)
+def test_cuda_kernels_past_their_grid_cap(rng):
+    # 270,000 rows × 64 and a 4,200² merge are each more than 65,536 blocks of 256 threads: threads loop
+    x = torch.from_numpy(features(rng, "nonneg", 270_000, 64)).float()
+    mean, comoment, n = accumulate(Impl("cuda", *NATIVE[1:]), x.cuda(), [len(x)])
+    assert rel(comoment / (n - 1), np.cov(x.double().numpy(), rowvar=False)) <= 1e-12
+    d = 4200
+    states = []
+    for _ in range(2):
+        a = torch.from_numpy(rng.standard_normal((d, 40)))
+        states.append((torch.from_numpy(rng.standard_normal(d)), a @ a.T, int(rng.integers(10, 100))))
+    on_cpu = [t.clone() for t in states[0][:2]]
+    on_cuda = [t.cuda() for t in states[0][:2]]
+    NATIVE.cov_merge_(*on_cpu, states[0][2], *states[1])
+    NATIVE.cov_merge_(*on_cuda, states[0][2], states[1][0].cuda(), states[1][1].cuda(), states[1][2])
+    assert rel(on_cuda[0], on_cpu[0]) <= 1e-15 and rel(on_cuda[1], on_cpu[1]) <= 1e-15
+
+
+@on_gpu(cuda_kernels)
+def test_cuda_ops_on_a_side_stream(rng):
+    x = torch.from_numpy(features(rng, "large_mean", 300, 48)).float()
+    ref = accumulate(NATIVE, x, [100, 200])
+    on_cuda, pinned = Impl("cuda", *NATIVE[1:]), x.pin_memory()
+    accumulate(on_cuda, pinned.cuda(), [100, 200])  # warm-up: nothing left to load or pin
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        busy_stream()  # the default stream is idle: a kernel wrongly put there would read x too early
+        mean, comoment, n = accumulate(on_cuda, pinned.to("cuda", non_blocking=True), [100, 200])
+        NATIVE.cov_merge_(mean, comoment, n, mean, comoment, n)  # x twice
+    torch.cuda.current_stream().wait_stream(side)
+    assert rel(mean, ref[0]) <= 1e-14
+    assert rel(comoment / (2 * n - 1), np.cov(torch.cat([x, x]).double().numpy(), rowvar=False)) <= 1e-12
 
 
 # -- FeatureStats ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import fidfast
 from fidfast import FidfastError, FrechetInceptionDistance, KernelInceptionDistance
 from fidfast.errors import MetricError
 
-from .helpers import free_port, natural_image, rel
+from .helpers import cuda, free_port, natural_image, on_gpu, rel
 
 
 def _batch(rng, n, h, w) -> torch.Tensor:
@@ -165,6 +165,17 @@ def test_a_callers_autocast_and_grad_do_not_reach_the_features(batches):
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.enable_grad():
         mixed = _run(FrechetInceptionDistance(feature=64), batches[:2])
     assert torch.equal(plain.real_mean, mixed.real_mean) and torch.equal(plain.real_comoment, mixed.real_comoment)
+
+
+@on_gpu(cuda)
+def test_moved_to_a_gpu_it_computes_what_the_cpu_does(batches):
+    cpu = _run(FrechetInceptionDistance(feature=2048), batches)
+    metric = FrechetInceptionDistance(feature=2048).to("cuda")  # Lightning's move; fp32 as asked by default
+    gpu = _run(metric, [(imgs.cuda(), real) for imgs, real in batches])
+    assert gpu.real_mean.is_cuda and gpu.real_comoment.dtype == torch.float64
+    # fp32 without TF32; a rank-deficient covariance at d = 2048 amplifies ~1e-6 feature differences
+    assert rel(gpu.real_mean, cpu.real_mean) <= 1e-5 and rel(gpu.fake_comoment, cpu.fake_comoment) <= 1e-4
+    assert rel(float(gpu.compute()), float(cpu.compute())) <= 1e-4
 
 
 def test_bad_input_is_one_clear_error(rng):
