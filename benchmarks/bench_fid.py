@@ -123,7 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                    "format": args.format if not args.folders else None, "jpeg_quality": args.jpeg_quality,
                    "folders": [str(a), str(b)] if args.folders else None, "image_description": description,
                    "device": str(device), "precisions": precisions, "repeat": args.repeat,
-                   "stage_repeat": args.stage_repeat, "dims": DIMS, "warmed_bytes": warm_bytes},
+                   "stage_repeat": args.stage_repeat, "dims": DIMS, "warmed_bytes": warm_bytes,
+                   # pytorch-fid runs under PyTorch's defaults: on a GPU its convolutions may use TF32
+                   "pytorch_fid_cudnn_tf32": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None},
         "num_workers": default_num_workers(), "fidfast_batch_size": default_batch_size(device),
         "machine": machine_info(device),
     }

@@ -18,7 +18,7 @@ on a full-rank pair (N > d samples) and a rank-deficient pair (N = 300 < d, as s
     newton_schulz   √Σ₁ and √(√Σ₁ Σ₂ √Σ₁) by sqrtm_newton_schulz
 The error column is relative to the eigh value.
 
-Writes benchmarks/results/ops_<device>.json and .md.
+Writes ops_<device-kind>.json and .md under --out (default benchmarks/results/).
 
     python benchmarks/bench_ops.py [--device cpu|cuda|all] [--skip-scipy]
 """
@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from core import machine_info, synchronize, time_passes, write_results
+from core import RESULTS, device_kind, machine_info, synchronize, time_passes, write_results
 
 from fidfast import frechet, native, stats
 from fidfast.preprocess import PROTOCOLS, PackedBatch, pack, resize_normalize, resize_normalize_reference
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--n-full", type=int, default=4096, help="samples behind the full-rank covariances")
     parser.add_argument("--n-small", type=int, default=300, help="samples behind the rank-deficient covariances")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     args = parser.parse_args()
 
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -215,7 +217,8 @@ def main() -> None:
         protocol_rows = bench_protocols(args.warmup, args.repeats) if name == "cpu" else []
         frechet_rows = bench_frechet(device, args.skip_scipy, args.n_full, args.n_small)
         report = {"machine": info, "ops": ops, "protocols": protocol_rows, "frechet_trace_sqrt": frechet_rows}
-        write_results(f"ops_{name}", report, markdown(info, name, ops, frechet_rows, protocol_rows))
+        write_results(f"ops_{device_kind(device)}", report, markdown(info, name, ops, frechet_rows, protocol_rows),
+                      args.out)
 
 
 if __name__ == "__main__":
