@@ -97,7 +97,8 @@ def fid_bootstrap(features1: ArrayLike, features2: ArrayLike, num_resamples: int
     about F as F scatters about the true distance, bias included: FID's upward bias moves the resampled
     FIDs up once more, and the basic interval subtracts it, where the plain percentile interval
     [q_low, q_high] sits above the truth (on 8-d Gaussians with 500 samples a side, which test_subsample.py
-    uses, it covered the true distance in 49% of trials against the basic interval's 95%). It reflects
+    uses, it covered the true distance in 38% of 200 trials against the basic interval's 96%:
+    benchmarks/results/fid_ci_coverage_cpu.md). It reflects
     the sampling of these images only, not the choice of network or preprocessing; it needs N well above
     d for the bias to be about the same at N as in the resamples.
 
@@ -124,6 +125,16 @@ def fid_bootstrap(features1: ArrayLike, features2: ArrayLike, num_resamples: int
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise FidfastError(f"fid_bootstrap needs at least 2 features in each set, got {x.shape[0]} and {y.shape[0]}")
 
+    full, resampled = bootstrap_fids(x, y, num_resamples, seed, method)
+    q_low, q_high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
+    return max(0.0, 2 * full - q_high), max(0.0, 2 * full - q_low)
+
+
+def bootstrap_fids(x: torch.Tensor, y: torch.Tensor, num_resamples: int, seed: int, method: str
+                   ) -> Tuple[float, np.ndarray]:
+    """The FID of two checked feature sets and ``num_resamples`` FIDs of both resampled with replacement
+    (seeded): what :func:`fid_bootstrap`'s interval is made from (benchmarks/bench_interval.py compares it
+    with the percentile interval of the same resamples)."""
     def fid(a: torch.Tensor, b: torch.Tensor) -> float:
         s1, s2 = _stats(a), _stats(b)
         return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method, device=a.device)
@@ -133,7 +144,4 @@ def fid_bootstrap(features1: ArrayLike, features2: ArrayLike, num_resamples: int
     def resample(t: torch.Tensor) -> torch.Tensor:
         return t[torch.randint(t.shape[0], (t.shape[0],), generator=gen).to(t.device)]
 
-    full = fid(x, y)
-    resampled = np.asarray([fid(resample(x), resample(y)) for _ in range(num_resamples)])
-    q_low, q_high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
-    return max(0.0, 2 * full - q_high), max(0.0, 2 * full - q_low)
+    return fid(x, y), np.asarray([fid(resample(x), resample(y)) for _ in range(num_resamples)])
