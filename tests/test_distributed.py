@@ -259,16 +259,22 @@ def test_torchrun_rank_with_no_images_and_save_stats_on_rank_0_only(tmp_path, rn
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "three.npz"]
 
 
-def test_torchrun_kid_is_the_kid_of_one_process(tmp_path, rng):
+def test_torchrun_every_metric_is_that_of_one_process(tmp_path, rng):
     a, b = tmp_path / "a", tmp_path / "b"
     write_images(a, rng, _sizes(rng, 9))
     write_images(b, rng, _sizes(rng, 10), shift=0.25)
-    kid = [a, b, "--metrics", "fid,kid", "--kid-subsets", "7", "--kid-subset-size", "6", "--json"]
-    one, two = (json.loads(out) for out in _stdouts(_launch(kid), _launch(kid, nproc=2)))
+    args = [a, b, "--metrics", "fid,kid,prdc,fid-inf,fid-ci", "--kid-subsets", "7", "--kid-subset-size", "6",
+            "--prdc-k", "3", "--fid-ci-resamples", "20", "--json"]
+    one, two = (json.loads(out) for out in _stdouts(_launch(args), _launch(args, nproc=2)))
     assert one["kid"] > 0 and one["kid_std"] > 0
-    assert abs(two["kid"] - one["kid"]) <= 1e-9 * abs(one["kid"])  # the same features, in the same order
+    # the features gathered from the ranks are the same, in the same order: the metrics made from them agree
+    assert abs(two["kid"] - one["kid"]) <= 1e-9 * abs(one["kid"])
     assert abs(two["kid_std"] - one["kid_std"]) <= 1e-9 * one["kid_std"]
-    assert abs(two["fid"] - one["fid"]) <= 1e-5 * one["fid"]
+    assert two["prdc"] == one["prdc"] and 0 < one["prdc"]["coverage"] <= 1
+    assert abs(two["fid_inf"] - one["fid_inf"]) <= 1e-6 * abs(one["fid_inf"])
+    assert one["fid_ci"][0] < one["fid_ci"][1]
+    assert np.allclose(two["fid_ci"], one["fid_ci"], rtol=1e-6, atol=0)
+    assert abs(two["fid"] - one["fid"]) <= 1e-5 * one["fid"]  # from statistics merged across ranks
 
 
 def _stderr_of(proc: subprocess.Popen) -> str:
