@@ -21,7 +21,7 @@ import torch
 from core import RESULTS, device_kind, machine_info, write_results
 
 from fidfast import frechet_distance
-from fidfast.subsample import bootstrap_fids
+from fidfast.subsample import basic_interval, bootstrap_fids
 
 CASES = [(8, 500), (32, 2000)]  # (d, samples a side); the first is test_subsample.py's
 
@@ -38,8 +38,8 @@ def coverage(d: int, n: int, trials: int, resamples: int, level: float, seed: in
         x = torch.from_numpy(rng.normal(size=(n, d)))
         y = torch.from_numpy(rng.normal(size=(n, d)) @ chol.T + mu)
         full, resampled = bootstrap_fids(x, y, resamples, trial, "auto")
-        q_low, q_high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
-        basic = (max(0.0, 2 * full - q_high), max(0.0, 2 * full - q_low))
+        basic = basic_interval(full, resampled, level)
+        q_low, q_high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])  # the percentile interval
         hits["basic (fidfast)"] += basic[0] <= exact <= basic[1]
         hits["percentile"] += q_low <= exact <= q_high
         fids.append(full)

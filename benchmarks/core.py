@@ -168,7 +168,12 @@ def device_kind(device: torch.device) -> str:
     """``cpu``, or the GPU's name as a file-name part (``nvidia-h100-80gb-hbm3``)."""
     if device.type != "cuda":
         return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return file_name_part(torch.cuda.get_device_name(device))
+
+
+def file_name_part(name: str) -> str:
+    """A device's name as a file-name part: lower case, runs of other characters as one '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core import REPO, RESULTS, write_results  # noqa: E402
+from core import REPO, RESULTS, file_name_part, write_results  # noqa: E402
 from report import fp16_fid_shift  # noqa: E402
 
 
@@ -141,8 +141,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     r = record(args.root)
-    kind = re.sub(r"[^a-z0-9]+", "-", (r["device"] or "gpu").lower()).strip("-")
-    stem = f"gpu_{kind}_{(r['date'] or 'undated').replace('-', '')}"
+    stem = f"gpu_{file_name_part(r['device'] or 'gpu')}_{(r['date'] or 'undated').replace('-', '')}"
     write_results(stem, r, markdown(r), args.out)
     print(markdown(r))
 

@@ -313,15 +313,21 @@ def resize_normalize(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torc
     """
     if not native.has_kernel(batch.data.device) or len(batch) == 0:
         return resize_normalize_reference(batch, size, dtype, channels_last, protocol)
-    meta = batch.meta
-    lengths = tuple(sorted(set(meta[:, 1].tolist()) | set(meta[:, 2].tolist())))
-    taps, weights, first = _batch_tables(protocol, lengths, size)
-    known = torch.tensor(lengths, dtype=torch.int64)
-    rows = first[torch.searchsorted(known, meta[:, 1:3].contiguous())]  # each image's first height and width rows
-    meta = torch.cat([meta, rows], 1)  # on the host: the CUDA op checks a pinned copy, then uploads it
+    meta, taps, weights = op_tables(batch, size, protocol)
     return torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, _divisor(batch, protocol),
                                               protocol.shift, protocol.scale, protocol.lo, protocol.hi, size, dtype,
                                               channels_last)
+
+
+def op_tables(batch: PackedBatch, size: int, protocol: Protocol = PYTORCH_FID
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The native op's meta (each image's first height and width table rows appended) and its tap and
+    weight tables, on the host: the CUDA op checks a pinned copy of them, then uploads it."""
+    lengths = tuple(sorted(set(batch.meta[:, 1].tolist()) | set(batch.meta[:, 2].tolist())))
+    taps, weights, first = _batch_tables(protocol, lengths, size)
+    known = torch.tensor(lengths, dtype=torch.int64)
+    rows = first[torch.searchsorted(known, batch.meta[:, 1:3].contiguous())]
+    return torch.cat([batch.meta, rows], 1), taps, weights
 
 
 def resize_normalize_reference(batch: PackedBatch, size: int = INCEPTION_SIZE, dtype: torch.dtype = torch.float32,

@@ -125,7 +125,11 @@ def fid_bootstrap(features1: ArrayLike, features2: ArrayLike, num_resamples: int
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise FidfastError(f"fid_bootstrap needs at least 2 features in each set, got {x.shape[0]} and {y.shape[0]}")
 
-    full, resampled = bootstrap_fids(x, y, num_resamples, seed, method)
+    return basic_interval(*bootstrap_fids(x, y, num_resamples, seed, method), level)
+
+
+def basic_interval(full: float, resampled: np.ndarray, level: float) -> Tuple[float, float]:
+    """[2F − q_high, 2F − q_low], clipped at 0: the resampled FIDs' spread about F, reflected."""
     q_low, q_high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2])
     return max(0.0, 2 * full - q_high), max(0.0, 2 * full - q_low)
 

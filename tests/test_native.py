@@ -31,10 +31,7 @@ def _op_samples(rng: np.random.Generator, device: str) -> dict:
     """Arguments for every op, on ``device``: real inputs, as the pipeline passes them."""
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(37, 53, 3), (20, 20, 1), (299, 299, 3)]]
     batch = preprocess.pack(images)
-    lengths = tuple(sorted(set(batch.meta[:, 1:3].flatten().tolist())))
-    taps, weights, first = preprocess._batch_tables(preprocess.PYTORCH_FID, lengths, 41)
-    rows = first[torch.searchsorted(torch.tensor(lengths), batch.meta[:, 1:3].contiguous())]
-    meta = torch.cat([batch.meta, rows], 1)
+    meta, taps, weights = preprocess.op_tables(batch, 41)
     d = 24
     x = torch.from_numpy(rng.normal(size=(50, d)))
     mean, comoment = x[:30].mean(0), (x[:30] - x[:30].mean(0)).T @ (x[:30] - x[:30].mean(0))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fidfast import preprocess
-from fidfast.preprocess import PYTORCH_FID, PackedBatch, pack, resize_normalize, resize_normalize_reference
+from fidfast.preprocess import PackedBatch, op_tables, pack, resize_normalize, resize_normalize_reference
 
 from .helpers import NATIVE_AND_TWIN, busy_stream, cuda_kernels, natural_image, needs_native, on_gpu
 
@@ -125,14 +125,6 @@ def test_native_equals_the_reference_bit_for_bit_at_299(rng):
                            resize_normalize_reference(batch, 299, torch.float32, channels_last))
 
 
-def op_inputs(batch: PackedBatch, size: int):
-    """The op's meta (each image's first table rows appended) and tables, as preprocess builds them."""
-    lengths = tuple(sorted(set(batch.meta[:, 1:3].flatten().tolist())))
-    taps, weights, first = preprocess._batch_tables(PYTORCH_FID, lengths, size)
-    rows = first[torch.searchsorted(torch.tensor(lengths), batch.meta[:, 1:3].contiguous())]
-    return torch.cat([batch.meta, rows], 1), taps, weights
-
-
 def run_op(data, meta, taps, weights, size, dtype=torch.float32):
     return torch.ops.fidfast.resize_normalize(data, meta, taps, weights, 255.0, 0.5, 2.0, -math.inf, math.inf,
                                               size, dtype, False)
@@ -143,7 +135,7 @@ def test_native_op_takes_meta_and_tables_on_the_host_or_the_device(rng):
     images = [rng.integers(0, 256, size=s, dtype=np.uint8) for s in SHAPES[:5]]
     batch = pack(images)
     ref = resize_normalize_reference(batch, 41)
-    meta, taps, weights = op_inputs(batch, 41)
+    meta, taps, weights = op_tables(batch, 41)
     for where in ("cpu", "pinned", "cuda"):
         move = {"cpu": lambda t: t, "pinned": lambda t: t.pin_memory(), "cuda": lambda t: t.cuda()}[where]
         out = run_op(batch.data.cuda(), move(meta), move(taps), move(weights), 41)
@@ -157,7 +149,7 @@ def test_cuda_op_reads_the_meta_it_checked_though_the_caller_rewrites_it(rng):
     images = [natural_image(rng, h, w) for h, w in [(40, 30), (64, 64), (17, 90), (90, 33)]]
     batch = pack(images)
     ref = resize_normalize(batch, 64)  # the CPU kernel
-    meta, taps, weights = (t.pin_memory() for t in op_inputs(batch, 64))
+    meta, taps, weights = (t.pin_memory() for t in op_tables(batch, 64))
     data = batch.data.cuda()
     run_op(data, meta, taps, weights, 64)  # warm-up: the kernel loaded, the pinned pool filled
     busy_stream()
