@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fidfast.errors import FidfastError
 from fidfast.files import cache_dir
@@ -44,29 +45,40 @@ def stats_dir() -> Path:
     return cache_dir() / "stats"
 
 
-def _stat_line(path: Path) -> bytes:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:  # a broken link: keyed by the link itself (decoding reports it)
-        st = os.lstat(path)
-    return os.fsencode(path.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode()
+def _stat_line(path: Path, folders: Dict[str, str]) -> bytes:
+    """The file's real path, size and mtime. A link is resolved; a plain file is named by its folder's real
+    path (resolved once per folder, in ``folders``) and its own name: one lstat per file for 100k files."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # a broken link: keyed by the link itself (decoding reports it)
+            pass
+        real = os.path.realpath(path)
+    else:
+        head, name = os.path.split(os.path.abspath(path))
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        real = os.path.join(folders[head], name)
+    return os.fsencode(real) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode()
 
 
 def stats_key(refs: Sequence[ImageRef], settings: Settings) -> str:
     """The cache key of the statistics of ``refs`` computed with ``settings``."""
     h = hashlib.sha256(f"v{PREPROCESS_VERSION}|{settings.dims}|{settings.protocol}|{settings.precision}|"
-                       f"{settings.device.type}|{settings.skip_bad_images}|{settings.network}\n"
-                       .encode())
+                       f"{settings.device.type}|{settings.skip_bad_images}|{settings.network}|"
+                       f"{'aot' if settings.compile else 'ts'}\n".encode())
     archives_seen = set()
+    folders: Dict[str, str] = {}
     for ref in refs:
         if isinstance(ref, tuple):
             archive, member = ref
             if archive not in archives_seen:
                 archives_seen.add(archive)
-                h.update(_stat_line(archive))
+                h.update(_stat_line(archive, folders))
             h.update(member.encode("utf-8", "surrogateescape") + b"\n")
         else:
-            h.update(_stat_line(ref))
+            h.update(_stat_line(ref, folders))
     return h.hexdigest()
 
 
