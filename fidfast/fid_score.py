@@ -25,14 +25,15 @@ from PIL import Image
 from torch.nn.functional import adaptive_avg_pool2d
 
 from fidfast import distributed, pipeline
-from fidfast.decode import decode_image, iter_decoded
+from fidfast.decode import decode_image
+from fidfast.feeder import Feeder
 from fidfast.errors import FidfastError, PathError
 from fidfast.frechet import frechet_distance
 from fidfast.inception import InceptionV3
 from fidfast.network import BLOCK_INDEX_BY_DIM
 from fidfast.preprocess import to_unit, unpack
 from fidfast.progress import Progress
-from fidfast.settings import Settings, default_num_workers
+from fidfast.settings import Settings, default_num_workers, resolve_device
 from fidfast.sources import IMAGE_EXTENSIONS, ImageFiles, open_source
 from fidfast.stats import FeatureStats, npz_path
 
@@ -99,18 +100,19 @@ def get_activations(files, model, batch_size=50, dims=2048, device="cpu", num_wo
     pred_arr = np.empty((len(files), dims))
     start = 0
     bar = Progress(f"fidfast {len(files)} files", len(files), settings.progress)
-    for batch in iter_decoded(_image_files(files).refs, settings):
-        images = [to_unit(img) for img in unpack(batch)]
-        same_size = len({img.shape for img in images}) == 1
-        for x in [torch.stack(images)] if same_size else [img[None] for img in images]:  # as at batch size 1
-            with torch.no_grad():
-                pred = model(x.to(settings.device))[0]
-            if pred.size(2) != 1 or pred.size(3) != 1:
-                pred = adaptive_avg_pool2d(pred, output_size=(1, 1))
-            pred = pred.squeeze(3).squeeze(2).cpu().numpy()
-            pred_arr[start:start + pred.shape[0]] = pred
-            start += pred.shape[0]
-        bar.update(len(batch))
+    with Feeder(_image_files(files).refs, torch.device("cpu"), settings.num_workers, chunk=batch_size) as feeder:
+        for batch in feeder:
+            images = [to_unit(img) for img in unpack(batch)]
+            same_size = len({img.shape for img in images}) == 1
+            for x in [torch.stack(images)] if same_size else [img[None] for img in images]:  # as at batch size 1
+                with torch.no_grad():
+                    pred = model(x.to(settings.device))[0]
+                if pred.size(2) != 1 or pred.size(3) != 1:
+                    pred = adaptive_avg_pool2d(pred, output_size=(1, 1))
+                pred = pred.squeeze(3).squeeze(2).cpu().numpy()
+                pred_arr[start:start + pred.shape[0]] = pred
+                start += pred.shape[0]
+            bar.update(len(batch))
     bar.close()
     return pred_arr
 
@@ -177,8 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     stderr and exit code 2, as fidfast's own command line does."""
     args = parser.parse_args(argv)
     device = args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    num_workers = default_num_workers() if args.num_workers is None else args.num_workers
     try:
+        num_workers = default_num_workers(resolve_device(device)) if args.num_workers is None else args.num_workers
         if args.save_stats:
             save_fid_stats(args.path, args.batch_size, device, args.dims, num_workers)
             return

@@ -12,6 +12,7 @@ shard of the input's files, accumulates its own statistics, and every rank gets 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from fidfast import cache, distributed
-from fidfast.decode import iter_decoded
+from fidfast.feeder import CHUNK_IMAGES, Feeder
 from fidfast.errors import FidfastError, RankError, warn
 from fidfast.features import feature_extractor, module_dtype, module_input_size
 from fidfast.preprocess import PackedBatch, module_input, network_input, pack
@@ -38,52 +39,105 @@ def extractor(settings: Settings) -> Callable[[torch.Tensor], torch.Tensor]:
     device and precision (built once per process)."""
     if settings.features is not None:
         return settings.features
-    return feature_extractor(settings.inception_weights, settings.dims, settings.device, settings.precision)
+    return feature_extractor(settings.inception_weights, settings.dims, settings.device, settings.precision,
+                             aot_batch=settings.batch_size if settings.compile else 0)
 
 
-def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[PackedBatch, torch.Tensor],
-                   settings: Settings) -> torch.Tensor:
-    """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1].
+def _autotune(settings: Settings) -> bool:
+    """Whether cuDNN autotunes the network's convolutions. fp16 no (measured on an H200: the same speed
+    either way, and tuning costs 2.6 s per process); fp32 yes (heuristics pick slow kernels there)."""
+    return settings.precision == "fp32"
 
-    Entered per batch, so the caller's code between batches is unaffected: a caller's autocast (a
-    training step under mixed precision) is off, as are gradients; fp32 means fp32 (no TF32 convolutions).
-    cuDNN autotunes (the fixed 299×299 shapes make the search pay), which may pick other kernels in
-    another run, unless the caller asked for determinism: ``torch.backends.cudnn.deterministic`` (the
-    CLI's --deterministic) or ``torch.use_deterministic_algorithms``, which are kept, without autotuning,
-    so the same images give the same bits every run."""
+
+@contextlib.contextmanager
+def _numerics(settings: Settings) -> Iterator[None]:
+    """The numerics of a pass, entered per batch so the caller's code between batches is unaffected: no
+    gradients, the caller's autocast off, fp32 without TF32 convolutions, and cuDNN deterministic (no
+    autotuning) when the caller asked for determinism (``torch.backends.cudnn.deterministic``, the CLI's
+    --deterministic, or ``torch.use_deterministic_algorithms``): the same images then give the same bits
+    every run."""
     deterministic = torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled()
     with torch.inference_mode(), torch.autocast(settings.device.type, enabled=False), \
-            torch.backends.cudnn.flags(enabled=True, benchmark=not deterministic, deterministic=deterministic,
+            torch.backends.cudnn.flags(enabled=True, benchmark=_autotune(settings) and not deterministic,
+                                       deterministic=deterministic,
                                        benchmark_limit=torch.backends.cudnn.benchmark_limit,
                                        allow_tf32=settings.precision != "fp32"):
-        if settings.features is None:
-            return model(network_input(batch, settings.device, settings.dtype, settings.preprocessing))
-        x = module_input(batch, settings.device, module_input_size(model), settings.preprocessing)
-        features = model(x.to(module_dtype(model)))
-    if not (isinstance(features, torch.Tensor) and features.shape == (x.shape[0], settings.dims)):
+        yield
+
+
+def model_input(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[PackedBatch, torch.Tensor],
+                settings: Settings) -> torch.Tensor:
+    """A batch (packed, or float N×3×H×W in [0, 1]) as the network's input on the settings' device: the
+    Inception's N×3×299×299 in its dtype, or a features module's input (:func:`module_input`)."""
+    if settings.features is None:
+        return network_input(batch, settings.device, settings.dtype, settings.preprocessing)
+    x = module_input(batch, settings.device, module_input_size(model), settings.preprocessing)
+    return x.to(module_dtype(model))
+
+
+def run_model(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, settings: Settings) -> torch.Tensor:
+    """The features (N×dims) of a network input (:func:`model_input`); a features module's output is checked."""
+    features = model(x)
+    if settings.features is not None and not (isinstance(features, torch.Tensor)
+                                              and features.shape == (x.shape[0], settings.dims)):
         got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
         raise FidfastError(f"the features module returned {got} for {x.shape[0]} images, expected "
                            f"{x.shape[0]}×{settings.dims}")
     return features
 
 
+def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[PackedBatch, torch.Tensor],
+                   settings: Settings) -> torch.Tensor:
+    """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1]."""
+    with _numerics(settings):
+        return run_model(model, model_input(model, batch, settings), settings)
+
+
+def _file_features(images: ImageFiles, settings: Settings) -> Iterator[Tuple[torch.Tensor, int, int]]:
+    """(features, images, unreadable images skipped) per network batch of image files, in input order.
+
+    The feeder's workers start first, so decoding runs while the network is built; chunks are moved to the
+    device and preprocessed as they come, and the network sees ``settings.batch_size`` images at a time."""
+    with Feeder(images.refs, settings.device, settings.num_workers, chunk=min(CHUNK_IMAGES, settings.batch_size),
+                skip_bad_images=settings.skip_bad_images, fast_jpeg=settings.device.type == "cuda") as feeder:
+        model = extractor(settings)
+        inputs: List[torch.Tensor] = []
+        held = bad = 0
+
+        def run(n: int) -> torch.Tensor:
+            nonlocal inputs, held
+            x = torch.cat(inputs) if len(inputs) > 1 else inputs[0]
+            inputs = [x[n:]] if n < held else []
+            held -= n
+            with _numerics(settings):
+                return run_model(model, x[:n], settings)
+
+        for chunk in feeder:
+            bad += len(chunk.bad)
+            if len(chunk):
+                with _numerics(settings):
+                    inputs.append(model_input(model, feeder.to_device(chunk), settings))
+                held += len(chunk)
+            while held >= settings.batch_size:
+                yield run(settings.batch_size), settings.batch_size, bad
+                bad = 0
+        if held or bad:
+            yield (run(held) if held else torch.empty(0, settings.dims, device=settings.device)), held, bad
+
+
 def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Tensor, int]]:
     """(features N×dims on the device, unreadable images skipped) per batch, in input order."""
-    model = extractor(settings)
     if isinstance(images, ImageFiles):
         total = len(images.refs)
-        batches = ((batch, len(batch), len(batch.bad)) for batch in iter_decoded(images.refs, settings))
+        batches = _file_features(images, settings)
     else:
         total = images.total
-        batches = ((_packed(x), len(x), 0) for x in iter_array_batches(images.batches, settings.batch_size))
+        model = extractor(settings)
+        batches = ((batch_features(model, _packed(x), settings), len(x), 0)
+                   for x in iter_array_batches(images.batches, settings.batch_size))
     bar = Progress(f"fidfast {images.label}", total, settings.progress)
     try:
-        for batch, n, bad in batches:
-            if n == 0:
-                bar.update(bad)
-                yield torch.empty(0, settings.dims, device=settings.device), bad
-                continue
-            features = batch_features(model, batch, settings)
+        for features, n, bad in batches:
             bar.update(n + bad)  # after the network: counted when done, not when decoded
             yield features, bad
     finally:
