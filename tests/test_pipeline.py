@@ -13,8 +13,9 @@ from PIL import Image
 from torch import nn
 
 import fidfast
+from fidfast import files
 
-from .helpers import FAST, cuda, fidfast_cli, make_rng, natural_image, on_gpu, rel, write_images
+from .helpers import FAST, cuda, fidfast_cli, make_rng, natural_image, on_gpu, rel, requires_weights, write_images
 
 
 def test_archives_file_lists_and_path_lists_match_the_folder(folder, tmp_path):
@@ -224,6 +225,7 @@ def photo_dirs(tmp_path_factory):
 
 
 @on_gpu(cuda)
+@requires_weights
 def test_the_gpu_pipeline_equals_the_cpu(photo_dirs):
     # pinned loader → non-blocking copy → resize_normalize → channels_last network → cov_update_ on the GPU
     cpu = [fidfast.compute_stats(d, device="cpu", precision="fp32", **GPU_KW) for d in photo_dirs]
@@ -243,6 +245,7 @@ def test_the_gpu_pipeline_equals_the_cpu(photo_dirs):
 
 
 @on_gpu(cuda)
+@requires_weights
 def test_deterministic_gpu_runs_give_the_same_bits(photo_dirs, tmp_path):
     # two processes, so cuDNN chooses its kernels afresh in each
     for i in range(2):
@@ -250,3 +253,19 @@ def test_deterministic_gpu_runs_give_the_same_bits(photo_dirs, tmp_path):
                     "--no-cache", "--batch-size", "16", check_rc=0)
     a, b = (fidfast.FeatureStats.load(tmp_path / f"{i}.npz") for i in range(2))
     assert a.n == 48 and np.array_equal(a.mu, b.mu) and np.array_equal(a.sigma, b.sigma)
+
+
+@on_gpu(cuda)
+@requires_weights
+def test_the_compiled_network_computes_the_default_networks_features(photo_dirs):
+    # AOTInductor's network at the default batch (shared with the benchmarks' cache), against TorchScript's
+    # fp16 and the fp32 network: within fp16's rounding, as amplified by a rank-47 covariance at d = 2048.
+    kw = {**GPU_KW, "batch_size": 500}
+    fp32 = [fidfast.compute_stats(d, device="cuda", precision="fp32", **kw) for d in photo_dirs]
+    plain = [fidfast.compute_stats(d, device="cuda", precision="fp16", **kw) for d in photo_dirs]
+    compiled = [fidfast.compute_stats(d, device="cuda", precision="fp16", compile=True, **kw) for d in photo_dirs]
+    assert list(files.cache_dir().glob("compiled/*_aoti_fp16_b500_*.pt2"))  # built and cached, not fallen back
+    for c, p in zip(compiled, plain):
+        assert c.n == p.n == 48 and rel(c.mu, p.mu) <= 1e-2 and rel(c.sigma, p.sigma) <= 2e-2
+    fids = [fidfast.frechet_distance(s[0].mu, s[0].sigma, s[1].mu, s[1].sigma) for s in (fp32, plain, compiled)]
+    assert fids[0] > 1 and rel(fids[2], fids[0]) <= 1e-2 and rel(fids[2], fids[1]) <= 1e-2

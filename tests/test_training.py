@@ -18,7 +18,7 @@ import fidfast
 from fidfast import FidfastError, FrechetInceptionDistance, KernelInceptionDistance
 from fidfast.errors import MetricError
 
-from .helpers import cuda, free_port, natural_image, on_gpu, rel
+from .helpers import cuda, free_port, natural_image, on_gpu, rel, requires_weights
 
 
 def _batch(rng, n, h, w) -> torch.Tensor:
@@ -168,6 +168,7 @@ def test_a_callers_autocast_and_grad_do_not_reach_the_features(batches):
 
 
 @on_gpu(cuda)
+@requires_weights
 def test_moved_to_a_gpu_it_computes_what_the_cpu_does(batches):
     cpu = _run(FrechetInceptionDistance(feature=2048), batches)
     metric = FrechetInceptionDistance(feature=2048).to("cuda")  # Lightning's move; fp32 as asked by default
