@@ -16,6 +16,7 @@ never hold many huge photos at once (README: "Memory").
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import mmap
 import multiprocessing as mp
@@ -229,8 +230,9 @@ class Feeder:
                 self._in_flight.discard(r.start)
                 self._done[r.start] = r
             elif ready:
-                dead = [p for p in self._procs if not p.is_alive()]
-                raise FidfastError(f"a decoding worker died (exit code {dead[0].exitcode}) while images "
+                dead = next(p for p in self._procs if p.sentinel in ready)
+                dead.join(timeout=1)  # its sentinel can turn ready a moment before the exit is reported
+                raise FidfastError(f"a decoding worker died (exit code {dead.exitcode}) while images "
                                    f"{self._name(start)} onwards were being decoded; rerun with --num-workers 0 "
                                    "to see what fails")
         return self._done.pop(start)
@@ -292,10 +294,12 @@ class Feeder:
         """Page-lock the ring for the device's DMA (after the workers forked: pinned pages are not
         inherited). Unpinned, copies still work, at pageable speed."""
         self._pinned = True
-        err = torch.cuda.cudart().cudaHostRegister(self._host.data_ptr(), self._host.numel(), 0)
-        if int(err) != 0:
-            log.info("fidfast: could not pin the decode ring (CUDA error %s); copies run unpinned", int(err))
+        err = int(torch.cuda.cudart().cudaHostRegister(self._host.data_ptr(), self._host.numel(), 0))
+        if err:
+            log.info("fidfast: could not pin the decode ring (CUDA error %s); copies run unpinned", err)
             self._pinned = None
+            _clear_cuda_error()
+
 
     # -- shutdown --------------------------------------------------------------------------------------
     def __enter__(self) -> "Feeder":
@@ -334,3 +338,15 @@ def _readable_tars(refs: Sequence[ImageRef], folder: Path) -> Dict[Path, Path]:
         except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError) as exc:
             raise FidfastError(f"{tar}: cannot decompress ({exc.__class__.__name__}: {exc})") from None
     return readable
+
+
+def _clear_cuda_error() -> None:
+    """Reset the CUDA runtime's last error, which a failed registration leaves behind for the next kernel
+    launch's check to report as its own (torch exposes no cudaGetLastError: the runtime torch loaded is
+    reached by name)."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            ctypes.CDLL(name).cudaGetLastError()
+            return
+        except (OSError, AttributeError):
+            continue
