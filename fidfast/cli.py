@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="*", help="two inputs, each a folder of images, an .npz statistics file, an "
                    f"archive ({' '.join(ARCHIVE_SUFFIXES)}) or a file list ({' '.join(FILE_LIST_SUFFIXES)}: "
                    "one image path a line); with --save-stats: the images, then the .npz to write. Paths may "
-                   "come before, between or after the options")
+                   "come before, between or after the options; after --, a path may start with a dash")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 500 on CUDA, 50 on CPU)")
     p.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: the CPUs less one on "
                    "CUDA, one per 8 CPUs on the CPU)")
@@ -192,8 +192,21 @@ def _check_output(args: argparse.Namespace) -> Path:
     return output
 
 
-def run(argv: Optional[List[str]] = None) -> int:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Options and paths in any order; ``--`` ends the options, so a path may start with a dash
+    (argparse's intermixed parsing mishandles ``--`` itself)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: List[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, rest = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_intermixed_args(argv)
+    args.path += rest
+    return args
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
     _setup_messages(args.verbose)
     if args.version or args.cache_info or args.clear_cache:
         if args.path:

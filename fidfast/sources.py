@@ -12,6 +12,7 @@ surrogate escapes) through decoding, cache keys and messages.
 """
 from __future__ import annotations
 
+import codecs
 import math
 import os
 import tarfile
@@ -113,17 +114,40 @@ def list_image_files(path: Union[str, os.PathLike], recursive: bool = False) -> 
     return [Path(p) for _, p in found]
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _list_lines(data: bytes, path: Path) -> List[str]:
+    """A file list's lines as the OS's file names: bytes as they are (any encoding, as names are stored),
+    or text in the encoding its byte-order mark names (Notepad's UTF-8 with BOM, PowerShell's UTF-16);
+    CRLF or LF. NUL bytes without a mark: UTF-16 or UTF-32 that cannot be read safely, refused."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data.decode(encoding)
+                return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            except UnicodeDecodeError as exc:
+                raise FidfastError(f"{path}: file list starts with a {encoding.upper()} byte-order mark but is not "
+                                   f"valid {encoding.upper()} ({exc.reason} at byte {exc.start})") from None
+    if b"\0" in data:
+        kind = "UTF-16" if data[1::2].count(0) > len(data) // 4 or data[0::2].count(0) > len(data) // 4 else "binary"
+        raise FidfastError(f"{path}: file list holds NUL bytes ({kind} without a byte-order mark?); save it as "
+                           "UTF-8, one image path a line")
+    return [os.fsdecode(line) for line in data.splitlines()]
+
+
 def read_file_list(path: Union[str, os.PathLike]) -> List[Path]:
     """Image paths from a text file, one per line (relative to the list's folder; '#' lines skipped), in
     name order. Lines are file names as the OS stores them, in any encoding."""
     path = Path(path)
     try:
-        lines = path.read_bytes().splitlines()
+        lines = _list_lines(path.read_bytes(), path)
     except OSError as exc:
         raise FidfastError(f"{path}: cannot read file list ({exc})") from None
     files = []
-    for number, raw in enumerate(lines, 1):
-        line = os.fsdecode(raw.strip())
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
         if not line or line.startswith("#"):
             continue
         file = Path(os.path.normpath(path.parent / line))  # absolute lines stay as they are

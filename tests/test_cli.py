@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -171,6 +172,20 @@ def test_paths_may_come_after_options(image_dirs):
     mixed = json.loads(fidfast_cli(a, "--dims", "64", b, "--json", check_rc=0).stdout)
     plain = json.loads(fidfast_cli(a, b, "--dims", "64", "--json", check_rc=0).stdout)
     assert mixed["fid"] == plain["fid"] and mixed["n_images"] == [12, 12]
+
+
+def test_double_dash_ends_the_options_so_a_path_may_start_with_one(image_dirs, tmp_path):
+    # POSIX: `--` ends the options; `--opt=value` and `--opt value` alike
+    dashed = tmp_path / "-neg"
+    shutil.copytree(image_dirs[1], dashed)
+    plain = json.loads(fidfast_cli(*image_dirs, "--dims", "64", "--json", check_rc=0).stdout)
+    for args in [("--dims=64", "--json", image_dirs[0], "--", "-neg"), ("--dims", "64", "--json", "--", image_dirs[0],
+                                                                        "-neg")]:
+        proc = subprocess.run([sys.executable, "-m", "fidfast", *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["fid"] == plain["fid"]
+    assert_one_line_error(fidfast_cli(image_dirs[0], dashed.name, "--dims", "64"), "-neg")  # without --: an option
 
 
 def test_a_statistics_file_beside_images_gives_its_dims(image_dirs, tmp_path):

@@ -1,7 +1,8 @@
-"""What an input is: listing folders (extensions, subfolders), archives and file lists, names that are
-not UTF-8, and the checks on in-memory image batches."""
+"""What an input is: listing folders (extensions, subfolders), archives and file lists (in the encodings
+users' editors write), names that are not UTF-8, and the checks on in-memory image batches."""
 from __future__ import annotations
 
+import codecs
 import os
 import tarfile
 import zipfile
@@ -13,7 +14,7 @@ import fidfast
 from fidfast import FidfastError
 from fidfast.sources import ImageFiles, list_archive, list_image_files, open_source, read_file_list
 
-from .helpers import FAST, write_images
+from .helpers import FAST, assert_one_line_error, fidfast_cli, write_images
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 5, 5), np.uint8), np.full((2, 3, 8, 8), 2.0, np.float32),
@@ -77,3 +78,23 @@ def test_readme_names_every_input_suffix():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for suffix in (*ARCHIVE_SUFFIXES, *FILE_LIST_SUFFIXES):
         assert f"`{suffix}`" in readme, suffix
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+def test_file_lists_from_other_editors_are_read(tmp_path, rng, encoding):
+    # Notepad's UTF-8 with a byte-order mark, PowerShell 5's UTF-16 (with a mark), CRLF line ends
+    paths = write_images(tmp_path / "d", rng, [(20, 20)] * 2)
+    text = "\r\n".join(["# made on Windows", "d/img_0001.png", "d/img_0000.png", ""])
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    (tmp_path / "list.txt").write_bytes(data)
+    assert read_file_list(tmp_path / "list.txt") == paths
+
+
+def test_a_file_list_of_nul_bytes_is_refused_in_one_printable_line(tmp_path, image_dirs):
+    (tmp_path / "list.txt").write_bytes("d/img_0000.png\n".encode("utf-16-le"))  # no byte-order mark
+    with pytest.raises(FidfastError, match="UTF-16 without a byte-order mark") as caught:
+        read_file_list(tmp_path / "list.txt")
+    assert str(caught.value).isprintable()
+    assert_one_line_error(fidfast_cli(tmp_path / "list.txt", image_dirs[1], "--dims", "64"), "UTF-16")
