@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fidfast.errors import FidfastError
-from fidfast.files import cache_dir
+from fidfast.files import cache_dir, write_cache
 from fidfast.settings import Settings
 from fidfast.sources import ImageRef
 from fidfast.stats import FeatureStats
@@ -104,11 +104,11 @@ def load(key: str) -> Optional[FeatureStats]:
 
 def store(key: str, stats: FeatureStats) -> None:
     """Write the entry, then remove the least recently used ones beyond :func:`size_limit`."""
-    try:
-        stats.save(stats_path(key))
-        _evict(size_limit(), keep=stats_path(key))
-    except OSError:  # a read-only cache must not fail the run
-        pass
+    if write_cache(stats_path(key), stats.npz_bytes()):
+        try:
+            _evict(size_limit(), keep=stats_path(key))
+        except OSError:  # another run removing entries meanwhile, a read-only folder: not this run's problem
+            pass
 
 
 def entries() -> List[Path]:

@@ -27,7 +27,7 @@ from torch import nn
 
 from fidfast import network
 from fidfast.errors import FidfastError
-from fidfast.files import atomic_write, cache_dir, is_intact
+from fidfast.files import cache_dir, is_intact, serialized, write_cache
 from fidfast.network import FIDInception3, PooledInception, fold_batch_norms
 from fidfast.version import __version__
 from fidfast.weights import Weights, quiet_jit
@@ -98,10 +98,8 @@ def _frozen(weights: Weights, dims: int, device: torch.device, precision: str) -
         return quiet_jit(torch.jit.load, str(path), device)
     eager = eager_network(weights, dims, device, precision)
     frozen = quiet_jit(torch.jit.freeze, quiet_jit(torch.jit.script, eager))
-    try:
-        atomic_write(path, lambda tmp: quiet_jit(torch.jit.save, frozen, tmp), sidecar=True)
-    except OSError as exc:  # a read-only cache costs time on the next run, nothing else
-        log.debug("fidfast: cannot cache the compiled Inception in %s: %s", path, exc)
+    # in memory first: torch.jit.save aborts the process when the disk fills under it
+    write_cache(path, serialized(lambda f: quiet_jit(torch.jit.save, frozen, f)), sidecar=True)
     return frozen
 
 
@@ -149,7 +147,9 @@ def _aot_compiled(weights: Weights, dims: int, device: torch.device, precision: 
             program = torch.export.export(model, (example,))
         package = io.BytesIO()  # built in memory, then written whole (a full disk leaves no partial file)
         torch._inductor.aoti_compile_and_package(program, package_path=package)
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(package.getvalue()), sidecar=True)
+        if not write_cache(path, package.getvalue(), sidecar=True):
+            package.seek(0)
+            return StaticBatch(torch._inductor.aoti_load_package(package), batch)
     return StaticBatch(torch._inductor.aoti_load_package(str(path)), batch)
 
 

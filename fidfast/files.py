@@ -2,17 +2,26 @@
 
 One atomic write (a temporary file in the same folder, then a rename) serves every file fidfast
 writes: converted weights and the compiled network (with a SHA-256 sidecar checked on every use),
-statistics files and statistics cache entries (with the permissions a plain write would give).
+statistics files and statistics cache entries (with the permissions a plain write would give). Whatever
+fails part-way (a full disk, a quota, a read-only file system) leaves no partial file. Writers that
+could abort the process from C++ (``torch.save``, ``torch.jit.save``) serialise to memory first
+(:func:`serialized`); the file write is then plain Python, whose failure is an OSError.
+
+A cache write that fails is not an error: :func:`write_cache` warns once per run and turns the cache's
+writes off for the rest of it; the result is the same, later runs are slower.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Tuple, Union
+
+from fidfast.errors import warn
 
 log = logging.getLogger("fidfast")
 
@@ -50,10 +59,17 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: bool = False,
+def serialized(save: Callable[[io.BytesIO], None]) -> bytes:
+    """What ``save(file)`` writes (``torch.save``, ``torch.jit.save``), in memory."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
+
+
+def atomic_write(dst: os.PathLike, write: Union[bytes, Callable[[str], None]], *, sidecar: bool = False,
                  exclusive: bool = False) -> Path:
-    """``write(tmp_path)``, then rename the result to ``dst``: a reader sees the old file, the new
-    one, or none, never a partial one. The file gets the permissions a plain write would (mkstemp
+    """``write(tmp_path)`` (or ``write``'s bytes), then rename the result to ``dst``: a reader sees the old
+    file, the new one, or none, never a partial one; a failed write leaves nothing. The file gets the permissions a plain write would (mkstemp
     alone makes it private). With ``sidecar``, ``dst.sha256`` holds its SHA-256, renamed into place
     first, so that :func:`is_intact` rejects a half-replaced pair. With ``exclusive``, the last step
     never replaces a file: it raises FileExistsError when ``dst`` exists by then (another process may
@@ -64,7 +80,11 @@ def atomic_write(dst: os.PathLike, write: Callable[[str], None], *, sidecar: boo
     os.close(fd)
     leftovers = [tmp, tmp + ".sha256"]
     try:
-        write(tmp)
+        if isinstance(write, bytes):
+            with open(tmp, "wb") as f:
+                f.write(write)
+        else:
+            write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         if sidecar:
             Path(tmp + ".sha256").write_text(file_digest(tmp))
@@ -102,3 +122,29 @@ def is_intact(path: Path) -> bool:
         return True
     log.warning("fidfast: ignoring corrupt cache file %s", path)
     return False
+
+
+_cache_failure: Dict[str, str] = {}  # cache folder → why a write there failed in this process
+
+
+def write_cache(dst: os.PathLike, data: Union[bytes, Callable[[str], None]], *, sidecar: bool = False) -> bool:
+    """Write a file of fidfast's cache atomically; True if written. A failure (full disk, quota, read-only
+    or missing permissions) warns once per run and turns the cache's writes off for the rest of it: the
+    run's result does not depend on its cache."""
+    root = str(cache_dir())
+    if root in _cache_failure:
+        return False
+    try:
+        atomic_write(dst, data, sidecar=sidecar)
+        return True
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        _cache_failure[root] = reason
+        warn(f"fidfast: cannot write to the cache in {root} ({reason}): the results are the same; later runs redo "
+             "what it would have saved")
+        return False
+
+
+def cache_writable() -> bool:
+    """False once a cache write failed in this run (:func:`write_cache`)."""
+    return str(cache_dir()) not in _cache_failure

