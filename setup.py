@@ -50,12 +50,15 @@ def sources(pattern: str) -> list:
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 # -g0: Python's default CFLAGS add -g, which only slows the build and bloats the library.
 CXX_FLAGS = ["-O3", "-g0", *OPENMP]
+# libstdc++ linked dynamically, by name: a g++ whose library dir holds only libstdc++.a (a -B wrapper) links a second,
+# static copy whose locale code clashes with the process's libstdc++.so.6, and formatting an error message crashes.
+LINK_FLAGS = [*OPENMP, "-l:libstdc++.so.6"] if sys.platform.startswith("linux") else OPENMP
 
 
 def extension():
     cpp = sources("csrc/*.cpp") + sources("csrc/ops/*.cpp") + sources("csrc/ops/cpu/*.cpp")
     if not build_cuda():
-        return CppExtension("fidfast._C", cpp, extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=OPENMP)
+        return CppExtension("fidfast._C", cpp, extra_compile_args={"cxx": CXX_FLAGS}, extra_link_args=LINK_FLAGS)
     # With a GPU visible, torch compiles for that GPU (whatever its generation). Without one (CI, build
     # hosts) A100/H100 code plus PTX for newer GPUs: each architecture multiplies the compile time.
     import torch
@@ -67,7 +70,7 @@ def extension():
         cpp + sources("csrc/ops/cuda/*.cu"),
         define_macros=[("FIDFAST_WITH_CUDA", None)],
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": ["-O3"]},
-        extra_link_args=OPENMP,
+        extra_link_args=LINK_FLAGS,
     )
 
 

@@ -1,10 +1,14 @@
 """The native extension: it loads and registers every op, each op passes torch.library.opcheck (schema,
-fake kernel, autograd registration, AOT dispatch), and a missing extension is said, not hidden."""
+fake kernel, autograd registration, AOT dispatch), a failed check raises its whole message, and a missing
+extension is said, not hidden."""
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -72,6 +76,42 @@ def test_ops_trace_under_torch_compile(rng):
 
     compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
     assert torch.allclose(compiled(args[0]), args[0], rtol=1e-9, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF dynamic section: Linux only")
+def test_extension_links_libstdcxx_dynamically():
+    """A g++ whose library dir holds only libstdc++.a (a -B wrapper, as on the H200 image) linked a second,
+    static libstdc++ into _C: formatting a number into an error message then truncated it or crashed."""
+    if shutil.which("readelf") is None:
+        pytest.skip("needs readelf (binutils) to read the library's DT_NEEDED entries")
+    from fidfast import _C
+    dynamic = subprocess.run(["readelf", "-d", _C.__file__], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+    assert "libstdc++.so.6" in needed, needed
+
+
+@needs_native
+def test_a_failed_check_raises_its_whole_message():
+    """The numbers in a failed check's message survive (in a child process: a crash fails this test alone)."""
+    code = textwrap.dedent("""
+        import math, torch, fidfast.native
+        def message(op, *args):
+            try:
+                op(*args)
+            except RuntimeError as error:
+                return str(error)
+        meta = torch.tensor([[0, 4, 5, 5, 0, 8]])  # C=5
+        taps, weights = torch.zeros(16, 2, dtype=torch.int32), torch.zeros(16, 2)
+        print(message(torch.ops.fidfast.resize_normalize, torch.zeros(60, dtype=torch.uint8), meta, taps, weights,
+                      255.0, 0.5, 2.0, -math.inf, math.inf, 8, torch.float32, False))
+        mean, comoment = torch.zeros(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64)
+        print(message(torch.ops.fidfast.cov_update_, mean, comoment, 0, torch.ones(3, 5)))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr}"
+    assert proc.stdout.splitlines() == ["resize_normalize: image 0 has C=5, expected 1 or 3",
+                                        "cov_update_: batch must be [B, 4], got [3, 5]"]
 
 
 def test_a_missing_extension_warns_once_and_says_why(tmp_path):
