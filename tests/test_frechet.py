@@ -179,12 +179,19 @@ def test_sqrtm_on_a_side_stream(rng):
 
 
 def test_sqrtm_rejects_bad_input(impl):
+    """Whole messages, numbers and shapes included (the native op's, then the twin's where it differs)."""
     dev = impl[1]
-    with pytest.raises(RuntimeError):
+    native_op = impl[0] is sqrtm_newton_schulz
+    with pytest.raises(RuntimeError) as error:
         impl[0](torch.eye(3, 4, dtype=torch.float64, device=dev), 10, 1e-14)
-    with pytest.raises(RuntimeError):
+    assert str(error.value) == ("sqrtm_newton_schulz: a must be square [d, d], got [3, 4]" if native_op else
+                                "sqrtm_newton_schulz: a must be square, got (3, 4)")
+    with pytest.raises(RuntimeError) as error:
         impl[0](torch.eye(3, device=dev), 10, 1e-14)
+    assert str(error.value) == "sqrtm_newton_schulz: a must be float64, got " + (
+        "Float" if native_op else "torch.float32")
     bad = torch.eye(3, dtype=torch.float64, device=dev)
     bad[1, 2] = float("nan")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as error:
         impl[0](bad, 10, 1e-14)
+    assert str(error.value) == "sqrtm_newton_schulz: a contains NaN or Inf"

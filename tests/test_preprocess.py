@@ -192,31 +192,60 @@ def test_cuda_op_on_a_side_stream(rng):
     assert (out.cpu() - ref).abs().max() <= 1e-6
 
 
-BAD_META = {"C=2": [0, 4, 5, 2], "H=0": [0, 0, 5, 3], "past the end": [1, 4, 5, 3],
-            "negative offset": [-1, 4, 5, 3], "H*W*C overflows": [0, 2**40, 2**40, 3]}
+# Meta rows the op refuses (one 4x5x3 image, 60 bytes), and what it says: the native op's message,
+# then the PyTorch twin's where that differs. Whole messages: a truncated one hides a broken build.
+BAD_META = {
+    "C=2": ([0, 4, 5, 2], "resize_normalize: image 0 has C=2, expected 1 or 3", None),
+    "H=0": ([0, 0, 5, 3], "resize_normalize: image 0 has H=0, W=5, expected >= 1", None),
+    "past the end": ([1, 4, 5, 3],
+                     "resize_normalize: image 0 (offset 1, 4x5x3) runs past the end of data (60 elements)",
+                     "resize_normalize: image 0 (offset 1, 4x5x3) runs past the end of data"),
+    "negative offset": ([-1, 4, 5, 3], "resize_normalize: image 0 offset -1 is outside data (60 elements)",
+                        "resize_normalize: image 0 (offset -1, 4x5x3) runs past the end of data"),
+    "H*W*C overflows": ([0, 2**40, 2**40, 3],
+                        "resize_normalize: image 0 (offset 0, 1099511627776x1099511627776x3) runs past the end of "
+                        "data (60 elements)",
+                        "resize_normalize: image 0 (offset 0, 1099511627776x1099511627776x3) runs past the end of "
+                        "data"),
+}
 
 
-@pytest.mark.parametrize("row", BAD_META.values(), ids=BAD_META.keys())
-def test_resize_normalize_rejects_bad_meta(impl, rng, row):
+@pytest.mark.parametrize("row, native_message, twin_message", BAD_META.values(), ids=BAD_META.keys())
+def test_resize_normalize_rejects_bad_meta(impl, rng, row, native_message, twin_message):
     resize, device = impl
     batch = pack([rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as error:
         resize(PackedBatch(batch.data.to(device), torch.tensor([row]), []), 8, torch.float32, False)
+    assert str(error.value) == (native_message if resize is resize_normalize else twin_message or native_message)
 
 
 def test_resize_normalize_rejects_bad_args(impl, rng):
     resize, device = impl
+    native_op = resize is resize_normalize
     batch = on(pack([rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)]), device)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as error:
         resize(batch, 0, torch.float32, False)
-    with pytest.raises(RuntimeError):
+    assert str(error.value) == "resize_normalize: out_size must be >= 1, got 0"
+    with pytest.raises(RuntimeError) as error:
         resize(batch, 8, torch.float64, False)
-    with pytest.raises(RuntimeError):
-        resize(PackedBatch(batch.data.double(), batch.meta, []), 8, torch.float32, False)  # uint8 or float32
+    assert str(error.value) == "resize_normalize: dtype must be float32 or float16, got " + (
+        "Double" if native_op else "torch.float64")
+    with pytest.raises(RuntimeError) as error:
+        resize(PackedBatch(batch.data.double(), batch.meta, []), 8, torch.float32, False)
+    assert str(error.value) == ("resize_normalize: data must be uint8 or float32, got Double" if native_op else
+                                "resize_normalize: data must be a contiguous 1-D uint8 or float32 tensor")
+
+
+BAD_TABLES = {
+    "tap past the image": "resize_normalize: image 0's height table has tap 4, outside 0..3",
+    "negative tap": "resize_normalize: image 0's width table has tap -1, outside 0..4",
+    "rows past the table": "resize_normalize: image 0's width table (row 9) needs 8 of the 16 table rows",
+    "int64 taps": "resize_normalize: taps must be int32 and weights float32, got Long and Float",
+}
 
 
 @needs_native
-@pytest.mark.parametrize("bad", ["tap past the image", "negative tap", "rows past the table", "int64 taps"])
+@pytest.mark.parametrize("bad", BAD_TABLES)
 def test_native_op_rejects_bad_tables(rng, bad):
     """The op reads pixels without bounds checks, so it checks every table row an image uses."""
     batch = pack([rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)])
@@ -232,9 +261,10 @@ def test_native_op_rejects_bad_tables(rng, bad):
         meta[0, 5] = 9
     else:
         taps = taps.long()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as error:
         torch.ops.fidfast.resize_normalize(batch.data, meta, taps, weights, 255.0, 0.5, 2.0, -math.inf, math.inf, 8,
                                            torch.float32, False)
+    assert str(error.value) == BAD_TABLES[bad]
 
 
 def test_float_batches_take_the_reference_and_match_uint8(rng):

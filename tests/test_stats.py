@@ -137,16 +137,24 @@ def test_cov_native_equals_twin(rng):
 
 
 def test_cov_rejects_bad_input(impl):
+    """Whole messages, numbers and shapes included (the native op's, then the twin's where it differs)."""
+    native_op = impl.cov_update_ is NATIVE.cov_update_
     mean, comoment = torch.zeros(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64)
     mean, comoment = mean.to(impl.device), comoment.to(impl.device)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as error:
         impl.cov_update_(mean, comoment, 0, torch.ones(3, 5, device=impl.device))
-    with pytest.raises(RuntimeError):
+    assert str(error.value) == "cov_update_: batch must be [B, 4], got " + ("[3, 5]" if native_op else "(3, 5)")
+    with pytest.raises(RuntimeError) as error:
         impl.cov_update_(mean.float(), comoment, 0, torch.ones(3, 4, device=impl.device))
-    with pytest.raises(RuntimeError):
+    assert str(error.value) == "cov_update_: mean and comoment must be float64" + (
+        ", got Float and Double" if native_op else "")
+    with pytest.raises(RuntimeError) as error:
         impl.cov_update_(mean, comoment, -1, torch.ones(3, 4, device=impl.device))
-    with pytest.raises(RuntimeError):
+    assert str(error.value) == "cov_update_: n must be >= 0, got -1"
+    with pytest.raises(RuntimeError) as error:
         impl.cov_merge_(mean, comoment, 3, mean[:3].clone(), comoment, 2)
+    assert str(error.value) == ("cov_merge_: other state has shapes [3] and [4, 4], expected [4] and [4, 4]"
+                                if native_op else "cov_merge_: the two states have different shapes")
 
 
 @on_gpu(cuda_kernels)
