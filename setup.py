@@ -67,7 +67,7 @@ def extension():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
     return CUDAExtension(
         "fidfast._C",
-        cpp + sources("csrc/ops/cuda/*.cu"),
+        cpp + sources("csrc/ops/cuda/*.cpp") + sources("csrc/ops/cuda/*.cu"),
         define_macros=[("FIDFAST_WITH_CUDA", None)],
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": ["-O3"]},
         extra_link_args=LINK_FLAGS,

@@ -1,6 +1,6 @@
 """The native extension: it loads and registers every op, each op passes torch.library.opcheck (schema,
-fake kernel, autograd registration, AOT dispatch), a failed check raises its whole message, and a missing
-extension is said, not hidden."""
+fake kernel, autograd registration, AOT dispatch), a failed check raises its whole message on every device
+through one checked entry per op, and a missing extension is said, not hidden."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ import fidfast
 from fidfast import native, preprocess
 
 from .helpers import cuda, needs_native
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @needs_native
@@ -112,6 +115,37 @@ def test_a_failed_check_raises_its_whole_message():
     assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr}"
     assert proc.stdout.splitlines() == ["resize_normalize: image 0 has C=5, expected 1 or 3",
                                         "cov_update_: batch must be [B, 4], got [3, 5]"]
+
+
+@needs_native
+@pytest.mark.parametrize("op", native.OP_NAMES)
+def test_every_device_runs_the_ops_one_checked_entry(op):
+    """Each op's CPU and CUDA kernels are the one entry in csrc/ops/<op>.cpp that checks every argument on
+    the host before any device's code runs: the devices cannot differ in what they accept."""
+    registered = dict(re.findall(r"^(\w+): registered at (.+):\d+ ::", torch._C._dispatch_dump(f"fidfast::{op}"),
+                                 re.MULTILINE))
+    home = "cov.cpp" if op.startswith("cov_") else f"{op}.cpp"
+    devices = ["CPU", "CUDA"] if native.cuda_compiled() else ["CPU"]
+    assert [key for key in ("CPU", "CUDA") if key in registered] == devices
+    for key in devices:
+        assert Path(registered[key]).as_posix().endswith(f"csrc/ops/{home}"), (key, registered[key])
+
+
+def test_cuda_translation_units_never_throw():
+    """The .cu files (and the headers they include) hold kernels and launchers that return a cudaError_t:
+    no checks, no exceptions, no ATen; the host-compiled code around them raises."""
+    forbidden = re.compile(r"TORCH_CHECK|TORCH_INTERNAL_ASSERT|C10_CUDA_KERNEL_LAUNCH_CHECK|C10_CUDA_CHECK|\bthrow\b|"
+                           r"\bat::|<ATen/|<torch/")
+    todo = sorted((ROOT / "csrc" / "ops" / "cuda").glob("*.cu"))
+    assert todo
+    seen = set()
+    while todo:
+        path = todo.pop().resolve()
+        if path not in seen:
+            seen.add(path)
+            text = path.read_text()
+            assert not forbidden.findall(text), f"{path.relative_to(ROOT)} has {forbidden.findall(text)}"
+            todo += [path.parent / name for name in re.findall(r'^#include "(.+)"', text, re.MULTILINE)]
 
 
 def test_a_missing_extension_warns_once_and_says_why(tmp_path):

@@ -11,13 +11,9 @@
 // ones are summed in double, as PIL sums them. Pixels are uint8 (decoded images) or float32
 // (tensor inputs), H x W x C with C = 1 (grey) or 3.
 
-#include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
-#include <c10/util/Exception.h>
 
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 namespace fidfast::ops {
 
@@ -95,69 +91,5 @@ struct UnitDivide {
     return p / divisor;
   }
 };
-
-// Host-side argument checks shared by both kernels, on host copies of meta and the tables: every
-// image must lie inside `data` and every tap inside its image, since the kernels read pixels
-// without bounds checks.
-inline void check_resize_normalize_args(
-    const at::Tensor& data,
-    const at::Tensor& meta_cpu,
-    const at::Tensor& taps_cpu,
-    const at::Tensor& weights_cpu,
-    const Normalization& norm,
-    int64_t out_size,
-    at::ScalarType dtype) {
-  TORCH_CHECK(data.scalar_type() == at::kByte || data.scalar_type() == at::kFloat,
-              "resize_normalize: data must be uint8 or float32, got ", data.scalar_type());
-  TORCH_CHECK(data.dim() == 1 && data.is_contiguous(), "resize_normalize: data must be a contiguous 1-D tensor");
-  TORCH_CHECK(meta_cpu.scalar_type() == at::kLong, "resize_normalize: meta must be int64, got ", meta_cpu.scalar_type());
-  TORCH_CHECK(meta_cpu.dim() == 2 && meta_cpu.size(1) == kMetaCols, "resize_normalize: meta must be [N, ", kMetaCols,
-              "], got ", meta_cpu.sizes());
-  TORCH_CHECK(taps_cpu.scalar_type() == at::kInt && weights_cpu.scalar_type() == at::kFloat,
-              "resize_normalize: taps must be int32 and weights float32, got ", taps_cpu.scalar_type(), " and ",
-              weights_cpu.scalar_type());
-  TORCH_CHECK(taps_cpu.dim() == 2 && taps_cpu.size(1) >= 1 && weights_cpu.sizes() == taps_cpu.sizes(),
-              "resize_normalize: taps and weights must be [R, K] with K >= 1, got ", taps_cpu.sizes(), " and ",
-              weights_cpu.sizes());
-  TORCH_CHECK(out_size >= 1, "resize_normalize: out_size must be >= 1, got ", out_size);
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf, "resize_normalize: dtype must be float32 or float16, got ", dtype);
-  TORCH_CHECK(norm.divisor > 0.f && norm.scale != 0.f && !(norm.lo > norm.hi),
-              "resize_normalize: divisor must be > 0, scale non-zero and lo <= hi");
-  const int64_t numel = data.numel();
-  const int64_t rows = taps_cpu.size(0), k = taps_cpu.size(1);
-  const at::Tensor meta = meta_cpu.contiguous();
-  const at::Tensor taps = taps_cpu.contiguous();
-  const int64_t* meta_rows = meta.const_data_ptr<int64_t>();
-  const int32_t* tap = taps.const_data_ptr<int32_t>();
-  // (first table row, input length) pairs already checked: a batch usually repeats a few sizes.
-  std::vector<std::pair<int64_t, int64_t>> checked;
-  const auto check_table = [&](int64_t i, const char* axis, int64_t first, int64_t length) {
-    TORCH_CHECK(first >= 0 && first <= rows - out_size, "resize_normalize: image ", i, "'s ", axis, " table (row ",
-                first, ") needs ", out_size, " of the ", rows, " table rows");
-    for (const auto& seen : checked) {
-      if (seen.first == first && seen.second == length) {
-        return;
-      }
-    }
-    for (int64_t r = first * k; r < (first + out_size) * k; ++r) {
-      TORCH_CHECK(tap[r] >= 0 && tap[r] < length, "resize_normalize: image ", i, "'s ", axis, " table has tap ",
-                  tap[r], ", outside 0..", length - 1);
-    }
-    checked.emplace_back(first, length);
-  };
-  for (int64_t i = 0; i < meta.size(0); ++i) {
-    const ImageMeta m = read_meta(meta_rows + kMetaCols * i);
-    TORCH_CHECK(m.c == 1 || m.c == 3, "resize_normalize: image ", i, " has C=", m.c, ", expected 1 or 3");
-    TORCH_CHECK(m.h >= 1 && m.w >= 1, "resize_normalize: image ", i, " has H=", m.h, ", W=", m.w, ", expected >= 1");
-    TORCH_CHECK(m.offset >= 0 && m.offset <= numel, "resize_normalize: image ", i, " offset ", m.offset,
-                " is outside data (", numel, " elements)");
-    // Written to avoid overflowing H*W*C: W <= avail keeps W*C small, then divide.
-    const int64_t avail = numel - m.offset;
-    TORCH_CHECK(m.w <= avail && m.h <= avail / (m.w * m.c), "resize_normalize: image ", i, " (offset ", m.offset,
-                ", ", m.h, "x", m.w, "x", m.c, ") runs past the end of data (", numel, " elements)");
-    check_table(i, "height", m.ytab, m.h);
-    check_table(i, "width", m.xtab, m.w);
-  }
-}
 
 } // namespace fidfast::ops

@@ -1,10 +1,13 @@
+// The CPU implementation of cov_update_ and cov_merge_, on arguments their entries (../cov.cpp) have
+// checked.
+
 #include "../cov_math.h"
+#include "../kernels.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <torch/library.h>
 
 namespace fidfast::ops {
 
@@ -67,20 +70,16 @@ void merge(
   }
 }
 
+} // namespace
+
 void cov_update_cpu(const at::Tensor& mean, const at::Tensor& comoment, int64_t n, const at::Tensor& batch) {
-  TORCH_CHECK(mean.device().is_cpu(), "cov_update_: expected CPU tensors");
-  check_cov_update_args(mean, comoment, n, batch);
-  const int64_t rows = batch.size(0);
-  if (rows == 0) {
-    return;
-  }
   const at::Tensor x = batch.contiguous();
   at::Tensor mean_b = at::empty({x.size(1)}, mean.options());
   at::Tensor centred = at::empty(x.sizes(), mean.options());
   AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "cov_update_", [&] {
     mean_and_centre<scalar_t>(x, mean_b, centred);
   });
-  merge(mean, comoment, n, mean_b, at::mm(centred.t(), centred), rows);
+  merge(mean, comoment, n, mean_b, at::mm(centred.t(), centred), x.size(0));
 }
 
 void cov_merge_cpu(
@@ -90,20 +89,7 @@ void cov_merge_cpu(
     const at::Tensor& other_mean,
     const at::Tensor& other_comoment,
     int64_t other_n) {
-  TORCH_CHECK(mean.device().is_cpu(), "cov_merge_: expected CPU tensors");
-  check_cov_merge_args(mean, comoment, n, other_mean, other_comoment, other_n);
-  if (other_n == 0) {
-    return;
-  }
-  merge(mean, comoment, n, readable_while_writing(other_mean, mean), readable_while_writing(other_comoment, comoment),
-        other_n);
-}
-
-} // namespace
-
-TORCH_LIBRARY_IMPL(fidfast, CPU, m) {
-  m.impl("cov_update_", &cov_update_cpu);
-  m.impl("cov_merge_", &cov_merge_cpu);
+  merge(mean, comoment, n, other_mean, other_comoment, other_n);
 }
 
 } // namespace fidfast::ops

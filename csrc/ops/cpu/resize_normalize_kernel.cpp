@@ -1,9 +1,11 @@
+// The CPU implementation of resize_normalize, on arguments its entry (../resize_normalize.cpp) has checked.
+
+#include "../kernels.h"
 #include "../resize_normalize_math.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Half.h>
-#include <torch/library.h>
 
 #include <array>
 #include <vector>
@@ -97,26 +99,16 @@ void resize_normalize_batch(
   });
 }
 
+} // namespace
+
 at::Tensor resize_normalize_cpu(
     const at::Tensor& data,
-    const at::Tensor& meta,
-    const at::Tensor& taps,
-    const at::Tensor& weights,
-    double divisor,
-    double shift,
-    double scale,
-    double lo,
-    double hi,
+    const ResizeTables& host,
+    const Normalization& norm,
     int64_t out_size,
     at::ScalarType dtype,
     bool channels_last) {
-  TORCH_CHECK(data.device().is_cpu() && meta.device().is_cpu() && taps.device().is_cpu() && weights.device().is_cpu(),
-              "resize_normalize: data, meta and the tables must be on the CPU");
-  const Normalization norm{static_cast<float>(divisor), static_cast<float>(shift), static_cast<float>(scale),
-                           static_cast<float>(lo), static_cast<float>(hi)};
-  check_resize_normalize_args(data, meta, taps, weights, norm, out_size, dtype);
-  const at::Tensor meta_c = meta.contiguous(), taps_c = taps.contiguous(), weights_c = weights.contiguous();
-  const int64_t n = meta_c.size(0), k = taps_c.size(1);
+  const int64_t n = host.meta.size(0), k = host.taps.size(1);
   at::Tensor out = at::empty(
       {n, 3, out_size, out_size},
       data.options().dtype(dtype),
@@ -130,8 +122,8 @@ at::Tensor resize_normalize_cpu(
     using out_t = decltype(out_tag);
     const auto batch = k == 2 ? resize_normalize_batch<in_t, out_t, 2, decltype(unit)>
                               : resize_normalize_batch<in_t, out_t, 0, decltype(unit)>;
-    batch(data.const_data_ptr<in_t>(), meta_c.const_data_ptr<int64_t>(), taps_c.const_data_ptr<int32_t>(),
-          weights_c.const_data_ptr<float>(), k, unit, norm, n, out_size, out);
+    batch(data.const_data_ptr<in_t>(), host.meta.const_data_ptr<int64_t>(), host.taps.const_data_ptr<int32_t>(),
+          host.weights.const_data_ptr<float>(), k, unit, norm, n, out_size, out);
   };
   const bool half = dtype == at::kHalf;
   if (data.scalar_type() == at::kByte) {
@@ -142,12 +134,6 @@ at::Tensor resize_normalize_cpu(
     half ? run(float{}, at::Half{}, unit) : run(float{}, float{}, unit);
   }
   return out;
-}
-
-} // namespace
-
-TORCH_LIBRARY_IMPL(fidfast, CPU, m) {
-  m.impl("resize_normalize", &resize_normalize_cpu);
 }
 
 } // namespace fidfast::ops

@@ -1,7 +1,10 @@
+// The CPU implementation of sqrtm_newton_schulz, on arguments its entry (../sqrtm_newton_schulz.cpp)
+// has checked: the shared iteration with the CPU's elementwise steps.
+
+#include "../kernels.h"
 #include "../sqrtm_newton_schulz_math.h"
 
 #include <ATen/Parallel.h>
-#include <torch/library.h>
 
 #include <vector>
 
@@ -43,15 +46,10 @@ double residual_sq(const at::Tensor& y2, const at::Tensor& a, double s) {
   return total;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz_cpu(const at::Tensor& a, int64_t max_iter, double tol) {
-  TORCH_CHECK(a.device().is_cpu(), "sqrtm_newton_schulz: expected a CPU tensor");
-  return newton_schulz(a, max_iter, tol, make_t, residual_sq);
-}
-
 } // namespace
 
-TORCH_LIBRARY_IMPL(fidfast, CPU, m) {
-  m.impl("sqrtm_newton_schulz", &sqrtm_newton_schulz_cpu);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz_cpu(const at::Tensor& a, int64_t max_iter, double tol) {
+  return newton_schulz(a, max_iter, tol, make_t, residual_sq);
 }
 
 } // namespace fidfast::ops

@@ -1,13 +1,11 @@
+// The CUDA kernels of cov_update_ and cov_merge_ and their launchers (launchers.h); the host side
+// is cov_cuda.cpp.
+
 #include "../cov_math.h"
 #include "cuda_helpers.h"
+#include "launchers.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#include <c10/util/Half.h>
 
 namespace fidfast::ops {
 
@@ -72,77 +70,46 @@ __global__ void merge_mean_kernel(double* __restrict__ mean, const double* __res
   }
 }
 
-void merge(
-    const at::Tensor& mean,
-    const at::Tensor& comoment,
-    int64_t n,
-    const at::Tensor& other_mean,
-    const at::Tensor& other_m2,
-    int64_t other_n) {
-  const MergeWeights w = merge_weights(n, other_n);
-  const int64_t d = mean.size(0);
-  if (d == 0) {
-    return;
-  }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  merge_comoment_kernel<<<grid_for(d * d), kThreads, 0, stream>>>(
-      mean.const_data_ptr<double>(),
-      comoment.data_ptr<double>(),
-      other_mean.const_data_ptr<double>(),
-      other_m2.const_data_ptr<double>(),
-      d,
-      w);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  merge_mean_kernel<<<grid_for(d), kThreads, 0, stream>>>(mean.data_ptr<double>(), other_mean.const_data_ptr<double>(), d, w);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-void cov_update_cuda(const at::Tensor& mean, const at::Tensor& comoment, int64_t n, const at::Tensor& batch) {
-  TORCH_CHECK(mean.is_cuda(), "cov_update_: expected CUDA tensors");
-  check_cov_update_args(mean, comoment, n, batch);
-  const int64_t rows = batch.size(0), d = batch.size(1);
-  if (rows == 0 || d == 0) {
-    return;
-  }
-  c10::cuda::CUDAGuard guard(mean.device());
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor x = batch.contiguous();
-  at::Tensor mean_b = at::empty({d}, mean.options());
-  at::Tensor centred = at::empty({rows, d}, mean.options());
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "cov_update_", [&] {
-    const dim3 block(kCols, kRowGroups);
-    column_mean_kernel<scalar_t><<<static_cast<unsigned>((d + kCols - 1) / kCols), block, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), rows, d, mean_b.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    centre_kernel<scalar_t><<<grid_for(rows * d), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), mean_b.const_data_ptr<double>(), rows * d, d, centred.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  merge(mean, comoment, n, mean_b, at::mm(centred.t(), centred), rows);
-}
-
-void cov_merge_cuda(
-    const at::Tensor& mean,
-    const at::Tensor& comoment,
-    int64_t n,
-    const at::Tensor& other_mean,
-    const at::Tensor& other_comoment,
-    int64_t other_n) {
-  TORCH_CHECK(mean.is_cuda(), "cov_merge_: expected CUDA tensors");
-  check_cov_merge_args(mean, comoment, n, other_mean, other_comoment, other_n);
-  if (other_n == 0) {
-    return;
-  }
-  c10::cuda::CUDAGuard guard(mean.device());
-  merge(mean, comoment, n, readable_while_writing(other_mean, mean), readable_while_writing(other_comoment, comoment),
-        other_n);
-}
-
 } // namespace
 
-TORCH_LIBRARY_IMPL(fidfast, CUDA, m) {
-  m.impl("cov_update_", &cov_update_cuda);
-  m.impl("cov_merge_", &cov_merge_cuda);
+template <typename scalar_t>
+cudaError_t launch_mean_and_centre(
+    const scalar_t* x,
+    int64_t rows,
+    int64_t d,
+    double* mean,
+    double* centred,
+    cudaStream_t stream) {
+  const dim3 block(kCols, kRowGroups);
+  column_mean_kernel<scalar_t><<<static_cast<unsigned>((d + kCols - 1) / kCols), block, 0, stream>>>(x, rows, d, mean);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return err;
+  }
+  centre_kernel<scalar_t><<<grid_for(rows * d), kThreads, 0, stream>>>(x, mean, rows * d, d, centred);
+  return cudaGetLastError();
+}
+
+template cudaError_t launch_mean_and_centre<float>(const float*, int64_t, int64_t, double*, double*, cudaStream_t);
+template cudaError_t launch_mean_and_centre<double>(const double*, int64_t, int64_t, double*, double*, cudaStream_t);
+template cudaError_t launch_mean_and_centre<c10::Half>(
+    const c10::Half*, int64_t, int64_t, double*, double*, cudaStream_t);
+
+cudaError_t launch_cov_merge(
+    double* mean,
+    double* comoment,
+    const double* other_mean,
+    const double* m2,
+    int64_t d,
+    MergeWeights w,
+    cudaStream_t stream) {
+  merge_comoment_kernel<<<grid_for(d * d), kThreads, 0, stream>>>(mean, comoment, other_mean, m2, d, w);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return err;
+  }
+  merge_mean_kernel<<<grid_for(d), kThreads, 0, stream>>>(mean, other_mean, d, w);
+  return cudaGetLastError();
 }
 
 } // namespace fidfast::ops

@@ -1,11 +1,9 @@
+// The CUDA kernels of sqrtm_newton_schulz's elementwise steps and their launchers (launchers.h);
+// the host side, which runs the iteration, is sqrtm_newton_schulz_cuda.cpp.
+
 #include "../sqrtm_newton_schulz_math.h"
 #include "cuda_helpers.h"
-
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#include "launchers.h"
 
 namespace fidfast::ops {
 
@@ -44,32 +42,26 @@ __global__ void residual_sq_kernel(
   }
 }
 
-void make_t(at::Tensor& zy) {
-  const int64_t d = zy.size(0);
-  make_t_kernel<<<grid_for(d * d, kMaxBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(zy.data_ptr<double>(), d);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-double residual_sq(const at::Tensor& y2, const at::Tensor& a, double s) {
-  const int64_t total = a.numel();
-  const unsigned blocks = grid_for(total, kMaxBlocks);
-  at::Tensor partial = at::empty({blocks}, a.options());
-  residual_sq_kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      y2.const_data_ptr<double>(), a.const_data_ptr<double>(), s, total, partial.data_ptr<double>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return partial.sum().item<double>();
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sqrtm_newton_schulz_cuda(const at::Tensor& a, int64_t max_iter, double tol) {
-  TORCH_CHECK(a.is_cuda(), "sqrtm_newton_schulz: expected a CUDA tensor");
-  c10::cuda::CUDAGuard guard(a.device());
-  return newton_schulz(a, max_iter, tol, make_t, residual_sq);
-}
-
 } // namespace
 
-TORCH_LIBRARY_IMPL(fidfast, CUDA, m) {
-  m.impl("sqrtm_newton_schulz", &sqrtm_newton_schulz_cuda);
+unsigned residual_sq_blocks(int64_t total) {
+  return grid_for(total, kMaxBlocks);
+}
+
+cudaError_t launch_make_t(double* zy, int64_t d, cudaStream_t stream) {
+  make_t_kernel<<<grid_for(d * d, kMaxBlocks), kThreads, 0, stream>>>(zy, d);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_residual_sq(
+    const double* y2,
+    const double* a,
+    double s,
+    int64_t total,
+    double* partial,
+    cudaStream_t stream) {
+  residual_sq_kernel<<<residual_sq_blocks(total), kThreads, 0, stream>>>(y2, a, s, total, partial);
+  return cudaGetLastError();
 }
 
 } // namespace fidfast::ops
