@@ -38,7 +38,7 @@ import torch
 from fidfast.decode import ImageReader, readable_tar
 from fidfast.errors import FidfastError
 from fidfast.preprocess import PackedBatch
-from fidfast.sources import ImageRef, is_zip
+from fidfast.sources import ImageRef, is_zip, ref_name
 
 log = logging.getLogger("fidfast")
 
@@ -238,8 +238,6 @@ class Feeder:
         return self._done.pop(start)
 
     def _name(self, i: int) -> str:
-        from fidfast.sources import ref_name
-
         return ref_name(self.refs[i])
 
     # -- the chunks ------------------------------------------------------------------------------------
