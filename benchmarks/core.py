@@ -72,6 +72,11 @@ def _write_image(job: Tuple[str, int, int, int, bool, int]) -> None:
         path, **({"quality": quality} if path.endswith(".jpg") else {}))
 
 
+def _write_images(jobs: List[Tuple[str, int, int, int, bool, int]]) -> None:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(_write_image, jobs, chunksize=64))
+
+
 def make_image_folders(work: Path, n: int, size: int, fmt: str, quality: int) -> Tuple[Path, Path]:
     """Two folders of n generated photo-like images, the second tinted warm (cached under ``work``; a
     ``.complete`` marker says a folder pair is whole)."""
@@ -84,10 +89,35 @@ def make_image_folders(work: Path, n: int, size: int, fmt: str, quality: int) ->
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         jobs += [(str(folder / f"img_{i:06d}.{fmt}"), k, i, size, k == 1, quality) for i in range(n)]
-    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
-        list(pool.map(_write_image, jobs, chunksize=64))
+    _write_images(jobs)
     (root / ".complete").touch()
     return folders
+
+
+def make_image_folder(work: Path, n: int, size: int, fmt: str, quality: int) -> Path:
+    """One folder of n generated photo-like images: the first of :func:`make_image_folders`' pair (the
+    same files), cached under ``work`` on its own."""
+    folder = work / (f"images_n{n}_s{size}_{fmt}" + (f"_q{quality}" if fmt == "jpg" else "")) / "a"
+    if (folder.parent / ".complete").exists() or (folder.parent / ".complete_a").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    _write_images([(str(folder / f"img_{i:06d}.{fmt}"), 0, i, size, False, quality) for i in range(n)])
+    (folder.parent / ".complete_a").touch()
+    return folder
+
+
+def link_subset(files: Sequence[Path], folder: Path) -> Path:
+    """A folder of links (hard where the file system allows, else symbolic) to ``files``: a subset of a
+    folder's images, read from the same bytes, listed like any folder."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for f in files:
+        try:
+            os.link(f, folder / f.name)
+        except OSError:
+            os.symlink(Path(f).resolve(), folder / f.name)
+    return folder
 
 
 def image_files(folder: Path) -> List[Path]:

@@ -1,5 +1,6 @@
-"""The report of bench_fid.py: issue #4's targets, the markdown tables, and the PNG chart of per-stage
-throughput that is written beside them."""
+"""The report of bench_fid.py: the targets (issue #4's on the CPU, issue #25's on a GPU), the markdown
+tables, and the PNG chart of per-stage throughput that is written beside them. Every function here takes
+results as far as they were measured (the file is written after every command)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,11 @@ from typing import List, Optional
 
 from core import DIMS, fmt_num
 
-# Targets of issue #4: (what, goal). CPU ones are for 120 PNGs of 256² on 2 cores; GPU ones for an H100
-# with N ≥ 10k JPEGs of 256².
+# Issue #4's CPU targets, for 120 PNGs of 256² on 2 cores.
 CPU_TARGETS = {"stats_speedup": 2.0, "e2e_speedup": 4.0}
-GPU_TARGETS = {"model_images_per_s": 20_000.0, "e2e_images_per_s": 10_000.0, "e2e_speedup": 15.0}
+# Issue #25's GPU targets, for an H200 or H100 with 16 cores, N ≥ 10k JPEGs of 256², fidfast fp16.
+GPU_TARGETS = {"model_images_per_s": 14_000.0, "e2e_steady_images_per_s": 10_000.0, "e2e_speedup": 15.0,
+               "fixed_cost_s": 3.0, "fp32_images_per_s": 2_000.0}
 FP16_FID_SHIFT = 1e-3  # issue #10: |FID fp16 − FID fp32| / FID fp32 on ≥ 2,000 images per side, at most
 
 
@@ -27,14 +29,16 @@ def target_status(value: Optional[float], goal: float, at_most: bool = False) ->
     return f"missed by {short:.1f}%" if short < 10 else f"missed by {short:.0f}%"
 
 
-def evaluate_targets(results: dict) -> List[dict]:
-    """Issue #4's targets, each with whether this run's conditions are the ones the target is set for."""
-    cfg, machine = results["config"], results["machine"]
-    cases, stages = results["command_lines"], results.get("stages") or {}
-    sizes_ok = cfg["size"] == 256 and cfg["folders"] is None
+def summary(results: dict, case: str, variant: str) -> dict:
+    """A variant's medians in one case of the command lines ({} when not measured)."""
+    return (((results.get("command_lines") or {}).get(case) or {}).get("summary") or {}).get(variant) or {}
 
-    def speedup(case: str, variant: str) -> Optional[float]:
-        return ((cases.get(case) or {}).get("summary") or {}).get(variant, {}).get("speedup")
+
+def evaluate_targets(results: dict) -> List[dict]:
+    """The targets, each with whether this run's conditions are the ones the target is set for."""
+    cfg, machine = results["config"], results["machine"]
+    stages = results.get("stages") or {}
+    sizes_ok = cfg["size"] == 256 and cfg["folders"] is None
 
     rows = []
     if cfg["device"] == "cpu":
@@ -43,33 +47,39 @@ def evaluate_targets(results: dict) -> List[dict]:
         for key, label, case in (("stats_speedup", "one folder's statistics, speedup over pytorch-fid", "stats"),
                                  ("e2e_speedup", "end to end (2 folders, dims 2048), speedup over pytorch-fid",
                                   "e2e")):
-            value = speedup(case, "fidfast fp32")
+            value = summary(results, case, "fidfast fp32").get("speedup")
             rows.append({"target": label, "goal": CPU_TARGETS[key], "unit": "×", "value": value,
                          "status": target_status(value, CPU_TARGETS[key]), "conditions": why,
                          "conditions_met": cond})
         return rows
     gpu = (machine.get("gpu") or {}).get("name", "")
-    cond = sizes_ok and "H100" in gpu and cfg["images"] >= 10_000 and cfg["format"] == "jpg"
-    why = "an H100, N ≥ 10k JPEGs of 256²"
+    cond = (sizes_ok and ("H100" in gpu or "H200" in gpu) and cfg["images"] >= 10_000 and cfg["format"] == "jpg"
+            and machine["cpu_cores_usable"] >= 16)
+    why = "an H200 or H100 with 16 cores, N ≥ 10k JPEGs of 256²"
     model = (stages.get("model fp16") or {}).get("images_per_s")
-    e2e = ((cases.get("e2e") or {}).get("summary") or {}).get("fidfast fp16", {})
-    for key, label, value, unit in (
-            ("model_images_per_s", "model alone (fp16, batch 500)", model, "images/s"),
-            ("e2e_images_per_s", "end to end (fidfast fp16)", e2e.get("images_per_s"), "images/s"),
-            ("e2e_speedup", "end to end, speedup over pytorch-fid (fidfast fp16)", e2e.get("speedup"), "×")):
-        rows.append({"target": label, "goal": GPU_TARGETS[key], "unit": unit, "value": value,
-                     "status": target_status(value, GPU_TARGETS[key]), "conditions": why, "conditions_met": cond})
+    fixed = (results.get("fixed_cost") or {}).get("fidfast fp16") or {}
+    for key, label, value, unit, at_most in (
+            ("model_images_per_s", "model alone (fp16 TorchScript, batch 500)", model, "images/s", False),
+            ("e2e_steady_images_per_s", "end to end, steady rate (fidfast fp16; two sizes)",
+             fixed.get("images_per_s"), "images/s", False),
+            ("e2e_speedup", "end to end, speedup over pytorch-fid (fidfast fp16)",
+             summary(results, "e2e", "fidfast fp16").get("speedup"), "×", False),
+            ("fixed_cost_s", "fixed cost of the command (fidfast fp16; two sizes)", fixed.get("fixed_s"), "s", True),
+            ("fp32_images_per_s", "fp32 end to end (fixed cost included)",
+             summary(results, "e2e", "fidfast fp32").get("images_per_s"), "images/s", False)):
+        rows.append({"target": label, "goal": GPU_TARGETS[key], "unit": unit, "value": value, "at_most": at_most,
+                     "status": target_status(value, GPU_TARGETS[key], at_most), "conditions": why,
+                     "conditions_met": cond})
     shift = fp16_fid_shift(results)
     rows.append({"target": "fp16 FID against fp32 (end to end), relative", "goal": FP16_FID_SHIFT, "unit": "rel",
-                 "value": shift, "status": target_status(shift, FP16_FID_SHIFT, at_most=True),
+                 "value": shift, "at_most": True, "status": target_status(shift, FP16_FID_SHIFT, at_most=True),
                  "conditions": "≥ 2,000 images per side", "conditions_met": cfg["images"] >= 2000})
     return rows
 
 
 def fp16_fid_shift(results: dict) -> Optional[float]:
     """|FID fp16 − FID fp32| / FID fp32 of the end-to-end command lines (same images, same GPU)."""
-    summary = ((results["command_lines"].get("e2e") or {}).get("summary") or {})
-    fp16, fp32 = (summary.get(f"fidfast {p}", {}).get("fid") for p in ("fp16", "fp32"))
+    fp16, fp32 = (summary(results, "e2e", f"fidfast {p}").get("fid") for p in ("fp16", "fp32"))
     return abs(fp16 - fp32) / abs(fp32) if fp16 is not None and fp32 else None
 
 
@@ -79,15 +89,19 @@ def fmt_rate(entry: Optional[dict]) -> str:
     return "—" if not entry else f"{entry['images_per_s']:,.1f} img/s"
 
 
-CASE_TITLES = {"stats": "one folder's statistics", "e2e": f"end to end, two folders, dims {DIMS}"}
+CASE_TITLES = {"stats": "one folder's statistics", "e2e": f"end to end, two folders, dims {DIMS}",
+               "e2e_quarter": "end to end, a quarter of each folder"}
 
 
 def render_markdown(results: dict) -> str:
-    """The results as markdown: the machine, the command lines side by side, the stages, the targets."""
+    """The results as markdown: the machine, the command lines side by side, the fixed costs, the stages,
+    the targets."""
     parts = [render_header(results), render_command_lines(results)]
-    if results.get("stages"):
+    if results.get("fixed_cost") or (results.get("command_lines") or {}).get("aot_build"):
+        parts.append(render_fixed_costs(results))
+    if (results.get("stages") or {}).get("decode"):
         parts.append(render_stages(results["stages"]))
-    parts.append(render_targets(results["targets"]))
+    parts.append(render_targets(results.get("targets") or []))
     return "\n\n".join(parts) + "\n"
 
 
@@ -95,29 +109,37 @@ def render_header(results: dict) -> str:
     cfg, m = results["config"], results["machine"]
     gpu = m.get("gpu")
     commit = (m["git_commit"] or "unknown")[:10] + (" + uncommitted changes" if m["git_dirty"] else "")
+    end = (m.get("load_average_at_end") or [float("nan")])[0]
     return "\n".join([
         f"## fidfast vs pytorch-fid {m['packages']['pytorch-fid']}: {results['device_kind']}, {results['date']}",
         "",
         "Machine: " + (f"{gpu['name']} ({gpu['memory_gib']} GiB), " if gpu else "")
         + f"{m['cpu']}, {m['cpu_cores_usable']} usable cores, {m['ram_gib']} GiB RAM; load average "
-        f"{m['load_average_at_start'][0]:.2f} at the start, {m['load_average_at_end'][0]:.2f} at the end. "
-        f"torch {m['torch']}" + (f" (CUDA {m['torch_cuda_build']})" if gpu else "") + f", Python {m['python']}; "
-        f"fidfast native ops: CPU {m['fidfast']['native_cpu']}, CUDA {m['fidfast']['native_cuda']}; commit {commit}.",
+        f"{m['load_average_at_start'][0]:.2f} at the start, {end:.2f} at the end. "
+        f"torch {m['torch']}" + (f" (CUDA {m['torch_cuda_build']})" if gpu else "") + f", Python {m['python']}, "
+        f"SciPy {m['packages']['scipy']}; fidfast native ops: CPU {m['fidfast']['native_cpu']}, CUDA "
+        f"{m['fidfast']['native_cuda']}; commit {commit}.",
         "",
         f"Images: {cfg['image_description']}. Both tools run with their default `--num-workers` "
-        f"({results['num_workers']} here) and batch size (pytorch-fid 50, fidfast {results['fidfast_batch_size']}); "
-        f"each command is a fresh process (imports and model build count); medians of {cfg['repeat']} "
-        "interleaved round(s)."
+        f"(pytorch-fid min(8, cores); fidfast {results['num_workers']} here) and batch size (pytorch-fid 50, "
+        f"fidfast {results['fidfast_batch_size']}); each command is a fresh process (imports and model build "
+        f"count); medians of {cfg['repeat']} interleaved round(s)."
         + (f" On the GPU pytorch-fid runs with PyTorch's defaults (cuDNN TF32 convolutions allowed: "
-           f"{cfg.get('pytorch_fid_cudnn_tf32')}); fidfast fp32 without TF32, fidfast fp16 in half precision."
-           if gpu else ""),
+           f"{cfg.get('pytorch_fid_cudnn_tf32')}); fidfast fp32 without TF32, fidfast fp16 in half precision; "
+           "`compile` is fidfast's `--compile` (the network compiled ahead of time by AOTInductor)."
+           if gpu else "")
+        + (" pytorch-fid ran through the benchmark's sqrtm shim (this SciPy's `scipy.linalg.sqrtm` has no "
+           "`disp` argument; the shim gives it SciPy < 1.18's signature: benchmarks/commands.py)."
+           if cfg.get("pytorch_fid_sqrtm_shim") else ""),
     ])
 
 
 def render_command_lines(results: dict) -> str:
     lines = ["| run | tool | seconds | CPU s | images/s | speedup | FID | FID rel. diff | note |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for case, data in results["command_lines"].items():
+    for case, data in (results.get("command_lines") or {}).items():
+        if case not in CASE_TITLES:
+            continue
         for name, s in data["summary"].items():
             notes = [s["problem"]] if s["problem"] else []
             agree = data["stats_agreement"].get(name)
@@ -131,36 +153,78 @@ def render_command_lines(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_fixed_costs(results: dict) -> str:
+    """T = F + n/r from the end-to-end times at two sizes, and the compiled network's build."""
+    lines = ["Fixed cost and steady rate of the end-to-end command, from its median seconds T at two sizes n "
+             "(T = F + n/r): F is what does not grow with the images (interpreter, imports, weights, network "
+             "build or load, cuDNN autotuning, workers' start and stop, Fréchet distance), r the images/s in "
+             "between.", "", "| tool | images | seconds | fixed cost F | steady rate r |",
+             "| --- | --- | --- | ---: | ---: |"]
+    for name, f in (results.get("fixed_cost") or {}).items():
+        lines.append(f"| {name} | {f['images'][0]} / {f['images'][1]} | "
+                     f"{f['seconds'][0]:.2f} / {f['seconds'][1]:.2f} | "
+                     + (f"{f['fixed_s']:.2f} s | {f['images_per_s']:,.0f} img/s |" if f["images_per_s"]
+                        else "— | — (the larger run was not slower) |"))
+    build = (results.get("command_lines") or {}).get("aot_build")
+    if build:
+        if build["cache_warm_before"]:
+            lines += ["", "`--compile`: fidfast's cache already held this GPU's compiled network, so no run built "
+                      "it (`aot_build_s` not measured here)."]
+        elif build.get("run") and not build.get("built"):
+            lines += ["", f"`--compile`'s first run did not leave a compiled network in the cache (exit "
+                      f"{build['run']['rc']}; {build['run']['problem'] or 'see its stderr in the JSON'}): "
+                      "`aot_build_s` not measured."]
+        elif build.get("run"):
+            run = build["run"]
+            lines += ["", f"`--compile`'s first run built the compiled network: {run['seconds']:.1f} s on "
+                      f"{build['n_images']} images (exit {run['rc']}), not counted above; the build itself "
+                      f"(that run less the later runs' median on the same images): "
+                      f"{fmt_num(build['aot_build_s'])} s."]
+    return "\n".join(lines)
+
+
 def render_stages(stages: dict) -> str:
     pf = stages.get("pytorch-fid") or {}
-    lines = [f"Stages, in-process, each timed alone on the same images of the first folder (fidfast batch "
-             f"{stages['batch_size']}; median of {stages['repeat']} passes after a warm-up):", "",
+    lines = [f"Stages, in-process, each timed alone on the same images of the first folder (fidfast "
+             f"{stages.get('precision', 'fp32')}, batch {stages['batch_size']}; median of {stages['repeat']} "
+             "pass(es) after a warm-up):", "",
              "| stage | fidfast | pytorch-fid | images | note |", "| --- | ---: | ---: | ---: | --- |"]
 
     def row(stage: str, ours: Optional[dict], theirs: Optional[dict], note: str) -> None:
         n = (ours or theirs or {}).get("images", "")
         lines.append(f"| {stage} | {fmt_rate(ours) if ours else '—'} | {fmt_rate(theirs)} | {n} | {note} |")
 
-    row("decode (loader alone)", stages["decode"], pf.get("decode"),
-        f"{stages['decode']['workers']} worker processes, their start-up included; pytorch-fid's ends in "
-        "float tensors (ToTensor)")
-    row("decode (main process only)", stages["decode (main process only)"], None, "num_workers=0: one core")
-    t = stages["transfer"]
-    row("transfer host→device", t, None, f"{t['gb_per_s']:.1f} GB/s, packed uint8" if t else "CPU: nothing to copy")
+    d = stages["decode"]
+    decoder = "JPEGs by libjpeg-turbo where it gives PIL's pixels" if d.get("fast_jpeg") else "PIL"
+    theirs = pf.get("decode")
+    row("decode (the feeder alone)" if "chunk" in d else "decode (loader alone)", d, theirs,
+        f"{d['workers']} worker process(es), chunks of {d.get('chunk', '—')}, {decoder}; start-up and shutdown "
+        "included" + (f"; pytorch-fid's DataLoader (workers: {theirs['workers']}) ends in float tensors (ToTensor)"
+                      if theirs else ""))
+    if stages.get("decode (main process only)"):
+        row("decode (main process only)", stages["decode (main process only)"], None, "num_workers=0: one core")
+    if "transfer" in stages:
+        t = stages["transfer"]
+        row("transfer host→device", t, None, f"{t['gb_per_s']:.1f} GB/s, packed uint8 from pinned memory" if t
+            else "CPU: nothing to copy")
     for key, e in stages.items():
         if key.startswith("preprocess "):
             row(f"{key} (resize_normalize)", e, None, "pytorch-fid resizes inside its model")
         elif key.startswith("model "):
-            theirs = pf.get("model") if key == "model fp32" else None
+            theirs = pf.get("model")
             note = (f"batch {e['batch_size']}; build {e['build_seconds']:.1f} s, first call "
                     f"{e['first_call_seconds']:.1f} s")
             if theirs:
-                note += (f"; pytorch-fid: eager, batch {theirs['batch_size']}, its resize included, build "
-                         f"{theirs['build_seconds']:.1f} s")
+                tf32 = f", TF32 {'allowed' if theirs.get('cudnn_tf32') else 'off'}" if theirs.get("cudnn_tf32") \
+                    is not None else ""
+                note += (f"; pytorch-fid: eager fp32{tf32}, batch {theirs['batch_size']}, its resize included, "
+                         f"build {theirs['build_seconds']:.1f} s")
             row(f"{key} (compiled Inception)", e, theirs, note)
         elif key.startswith("statistics "):
-            row(f"{key} (FeatureStats.update)", e, pf.get("statistics") if key == "statistics fp32" else None,
+            row(f"{key} (FeatureStats.update)", e, pf.get("statistics"),
                 "pytorch-fid: np.mean + np.cov of all its features")
+    if not any(stages.get(k) for k in ("frechet", "frechet (singular)")):
+        return "\n".join(lines)
     lines += ["", "| Fréchet distance, d = 2048 | method | seconds | FID | rel. diff to fidfast auto |",
               "| --- | --- | ---: | ---: | ---: |"]
     for key in ("frechet", "frechet (singular)"):
@@ -174,19 +238,27 @@ def render_stages(stages: dict) -> str:
 
 
 def render_targets(targets: List[dict]) -> str:
-    lines = ["Targets (issue #4):", "", "| target | goal | measured | status | conditions |",
-             "| --- | ---: | ---: | --- | --- |"]
+    lines = ["Targets (issue #4 on the CPU, issue #25 on a GPU):", "",
+             "| target | goal | measured | status | conditions |", "| --- | ---: | ---: | --- | --- |"]
     for t in targets:
+        unit = t["unit"]
         if t["value"] is None:
             measured = "—"
-        elif t["unit"] == "rel":
+        elif unit == "rel":
             measured = f"{t['value']:.1e}"
+        elif unit == "×":
+            measured = f"{t['value']:.2f}×"
+        elif unit == "s":
+            measured = f"{t['value']:.2f} s"
         else:
-            measured = f"{t['value']:.2f}×" if t["unit"] == "×" else f"{t['value']:,.0f} {t['unit']}"
-        if t["unit"] == "rel":
+            measured = f"{t['value']:,.0f} {unit}"
+        sign = "≤" if t.get("at_most") or unit == "rel" else "≥"
+        if unit == "rel":
             goal = f"≤ {t['goal']:.0e}"
+        elif unit == "×":
+            goal = f"≥ {t['goal']:g}×"
         else:
-            goal = f"≥ {t['goal']:g}×" if t["unit"] == "×" else f"≥ {t['goal']:,.0f} {t['unit']}"
+            goal = f"{sign} {t['goal']:,.0f} {unit}" if unit != "s" else f"{sign} {t['goal']:g} s"
         lines.append(f"| {t['target']} | {goal} | {measured} | {t['status']} | {t['conditions']}: "
                      f"{'yes' if t['conditions_met'] else 'NO, indicative only'} |")
     return "\n".join(lines)
@@ -201,7 +273,7 @@ def stage_rates(stages: dict) -> List[tuple]:
     for key, entry in stages.items():
         for stage, theirs in (("preprocess", None), ("model", "model"), ("statistics", "statistics")):
             if key.startswith(stage + " "):
-                ref = (pf.get(theirs) or {}).get("images_per_s") if theirs and key.endswith("fp32") else None
+                ref = (pf.get(theirs) or {}).get("images_per_s") if theirs else None
                 rows.append((key, entry["images_per_s"], ref))
     return rows
 

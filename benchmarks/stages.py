@@ -1,35 +1,56 @@
 """fidfast's stages timed one by one in this process, over the same images, beside pytorch-fid's own:
-decode, host→device transfer, preprocess, model, statistics, and the Fréchet distance at d = 2048."""
+decode (the feeder), host→device transfer, preprocess, model, statistics, and the Fréchet distance at
+d = 2048."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from core import DIMS, SEED, image_files, synchronize, throughput, time_passes
 
 from fidfast import frechet_distance
-from fidfast.decode import iter_decoded
 from fidfast.features import feature_extractor
+from fidfast.feeder import CHUNK_IMAGES, Feeder
+from fidfast.pipeline import _numerics
 from fidfast.preprocess import PackedBatch, resize_normalize
-from fidfast.settings import Settings
+from fidfast.settings import Settings, usable_cpus
 from fidfast.stats import FeatureStats
 from fidfast.weights import resolve_weights
 
-
-def bench_decode(refs: Sequence[Path], settings: Settings, repeat: int) -> Tuple[dict, list]:
-    """fidfast's loader alone (worker processes decode and pack; their start-up counts); returns the batches."""
-    timing = time_passes(lambda: list(iter_decoded(refs, settings)), torch.device("cpu"), repeat)
-    return (throughput(timing, len(refs), workers=settings.num_workers, batch_size=settings.batch_size),
-            timing["result"])
+SERIAL_DECODE_IMAGES = 1000  # at most, for one core's decode on CUDA (a core decodes ~1.5k images/s)
 
 
-def bench_transfer(batches: list, device: torch.device, repeat: int) -> Tuple[Optional[dict], list]:
-    """Host → device copy of the packed uint8 batches (pinned, non-blocking, as the pipeline does);
-    returns the batches on the device. Nothing to copy on the CPU."""
+def bench_decode(refs: Sequence[Path], settings: Settings, repeat: int, keep: int = 0
+                 ) -> Tuple[dict, List[PackedBatch]]:
+    """The feeder alone, as the pipeline runs it (its workers, chunk size and JPEG decoder; their start-up
+    and shutdown count), over ``refs``; returns copies of the chunks that hold the first ``keep`` images,
+    taken in the untimed warm-up pass (a chunk lives only until the next is asked for)."""
+    chunk = min(CHUNK_IMAGES, settings.batch_size)
+    fast_jpeg = settings.device.type == "cuda"  # as the pipeline decodes
+    kept: List[PackedBatch] = []
+
+    def run(copy: bool = False) -> int:
+        n = 0
+        with Feeder(refs, settings.device, settings.num_workers, chunk=chunk, fast_jpeg=fast_jpeg) as feeder:
+            for batch in feeder:
+                if copy and n < keep:
+                    kept.append(PackedBatch(batch.data.clone(), batch.meta.clone(), batch.bad))
+                n += len(batch)
+        return n
+
+    timing = time_passes(run, torch.device("cpu"), repeat, warmup=lambda: run(copy=True))
+    return (throughput(timing, len(refs), workers=settings.num_workers, chunk=chunk, fast_jpeg=fast_jpeg),
+            kept)
+
+
+def bench_transfer(batches: List[PackedBatch], device: torch.device, repeat: int
+                   ) -> Tuple[Optional[dict], List[PackedBatch]]:
+    """Host → device copy of the packed uint8 chunks from pinned memory, non-blocking (as the feeder copies
+    its pinned ring); returns the chunks on the device. Nothing to copy on the CPU."""
     if device.type != "cuda":
         return None, batches
     pinned = [b.pin_memory() for b in batches]
@@ -43,9 +64,9 @@ def bench_transfer(batches: list, device: torch.device, repeat: int) -> Tuple[Op
             timing["result"])
 
 
-def bench_preprocess(device_batches: list, device: torch.device, dtype: torch.dtype, repeat: int
+def bench_preprocess(device_batches: List[PackedBatch], device: torch.device, dtype: torch.dtype, repeat: int
                      ) -> Tuple[dict, list]:
-    """``resize_normalize``: packed uint8 → N×3×299×299 network input (channels_last on CUDA)."""
+    """``resize_normalize`` chunk by chunk: packed uint8 → N×3×299×299 network input (channels_last on CUDA)."""
     def run() -> list:
         return [resize_normalize(b, 299, dtype, channels_last=device.type == "cuda") for b in device_batches]
 
@@ -53,14 +74,25 @@ def bench_preprocess(device_batches: list, device: torch.device, dtype: torch.dt
     return throughput(timing, sum(len(b) for b in device_batches)), timing["result"]
 
 
-def bench_model(inputs: list, device: torch.device, precision: str, repeat: int) -> Tuple[dict, list]:
-    """The compiled extractor alone on preprocessed batches; its build (TorchScript) and first call apart."""
+def network_batches(inputs: List[torch.Tensor], batch_size: int) -> List[torch.Tensor]:
+    """The preprocessed chunks as the network sees them, ``batch_size`` images at a time: whole batches only
+    (all the images when there are fewer than one batch)."""
+    x = torch.cat(inputs)
+    x = x[:len(x) // batch_size * batch_size or len(x)]
+    return [part.contiguous(memory_format=torch.channels_last) if x.is_cuda else part
+            for part in x.split(batch_size)]
+
+
+def bench_model(inputs: List[torch.Tensor], settings: Settings, repeat: int) -> Tuple[dict, list]:
+    """The compiled extractor alone on network batches, under the pipeline's numerics (its cuDNN autotuning
+    and TF32 choices); its build (TorchScript, from fidfast's cache when there) and first call apart."""
+    device, precision = settings.device, settings.precision
     start = time.perf_counter()
     model = feature_extractor(resolve_weights(), DIMS, device, precision)
     build_seconds = time.perf_counter() - start
-    with torch.inference_mode():
+    with _numerics(settings):
         start = time.perf_counter()
-        model(inputs[0])  # TorchScript's executor optimises on the first calls: two untimed ones
+        model(inputs[0])  # cuDNN's choices (autotuning in fp32) and TorchScript's profiling runs
         synchronize(device)
         first_call_seconds = time.perf_counter() - start
         timing = time_passes(lambda: [model(x) for x in inputs], device, repeat, warmup=lambda: model(inputs[0]))
@@ -81,7 +113,8 @@ def bench_statistics(features: list, device: torch.device, repeat: int) -> dict:
 
 def bench_pytorch_fid_stages(decode_refs: Sequence[Path], model_images: int, device: torch.device,
                              num_workers: int, repeat: int) -> dict:
-    """pytorch-fid's loader (decode + ToTensor), its model at batch 50 (its resize inside), its np.cov."""
+    """pytorch-fid's loader (decode + ToTensor) over ``decode_refs``, its model at batch 50 (its resize
+    inside) on the first ``model_images`` of them, its np.cov."""
     import torchvision.transforms as TF
     from pytorch_fid.fid_score import ImagePathDataset
     from pytorch_fid.inception import InceptionV3
@@ -105,7 +138,8 @@ def bench_pytorch_fid_stages(decode_refs: Sequence[Path], model_images: int, dev
                       repeat)
     n_model = sum(int(x.shape[0]) for x in inputs)
     return {"decode": throughput(decode, len(decode_refs), workers=num_workers, batch_size=batch_size),
-            "model": throughput(forward, n_model, build_seconds=build_seconds, batch_size=batch_size),
+            "model": throughput(forward, n_model, build_seconds=build_seconds, batch_size=batch_size,
+                                cudnn_tf32=torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None),
             "statistics": throughput(cov, n_model)}
 
 
@@ -161,40 +195,53 @@ def bench_frechet(moments: Tuple[np.ndarray, ...], device: torch.device, with_sq
     return found
 
 
-def bench_stages(a: Path, b: Path, device: torch.device, precisions: Sequence[str], model_images: int,
-                 repeat: int, with_pytorch_fid: bool, with_sqrtm: bool) -> dict:
-    """Each stage of fidfast timed on its own over the same images: the loader over all of folder A, the
-    device stages over its first batches (at least ``model_images`` images)."""
+def bench_stages(found: dict, a: Path, b: Path, device: torch.device, precision: str, model_images: int,
+                 repeat: int, with_pytorch_fid: bool, with_sqrtm: bool, measured: Callable[[], None]) -> dict:
+    """Each stage of fidfast in ``precision`` timed on its own over the same images, into ``found``
+    (``measured()`` after each, so a run cut short keeps what it measured): the feeder over all of folder A
+    with the default workers, and with none (one core; at most SERIAL_DECODE_IMAGES images on CUDA); the
+    device stages over its first ``model_images`` images (whole network batches)."""
     import fidfast
 
     refs = image_files(a)
-    settings = Settings(dims=DIMS, device=device, precision=precisions[0], progress=False, cache=False)
-    n_batches = max(1, -(-model_images // settings.batch_size))
-    found: dict = {"repeat": repeat, "batch_size": settings.batch_size}
+    settings = Settings(dims=DIMS, device=device, precision=precision, progress=False, cache=False)
+    keep = max(1, -(-model_images // settings.batch_size)) * settings.batch_size
+    found.update({"repeat": repeat, "batch_size": settings.batch_size, "precision": precision})
     print(f"  stages: decode {len(refs)} images ...", file=sys.stderr, flush=True)
-    found["decode"], batches = bench_decode(refs, settings, repeat)
-    serial = Settings(dims=DIMS, device=device, precision=precisions[0], num_workers=0, progress=False, cache=False)
-    found["decode (main process only)"], _ = bench_decode(refs, serial, repeat)
-    found["transfer"], device_batches = bench_transfer(batches[:n_batches], device, repeat)
-    for precision in precisions:
-        print(f"  stages: preprocess, model, statistics {precision} ...", file=sys.stderr, flush=True)
-        dtype = torch.float16 if precision == "fp16" else torch.float32
-        found[f"preprocess {precision}"], inputs = bench_preprocess(device_batches, device, dtype, repeat)
-        found[f"model {precision}"], features = bench_model(inputs, device, precision, repeat)
-        found[f"statistics {precision}"] = bench_statistics(features, device, repeat)
-        del inputs, features
+    found["decode"], chunks = bench_decode(refs, settings, repeat, keep)
+    serial_refs = refs[:SERIAL_DECODE_IMAGES] if device.type == "cuda" else refs
+    serial = Settings(dims=DIMS, device=device, precision=precision, num_workers=0, progress=False, cache=False)
+    found["decode (main process only)"], _ = bench_decode(serial_refs, serial, repeat)
+    measured()
+    found["transfer"], device_batches = bench_transfer(chunks, device, repeat)
+    print(f"  stages: preprocess, model, statistics {precision} ...", file=sys.stderr, flush=True)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    found[f"preprocess {precision}"], inputs = bench_preprocess(device_batches, device, dtype, repeat)
+    del device_batches
+    found[f"model {precision}"], features = bench_model(network_batches(inputs, settings.batch_size), settings,
+                                                        repeat)
+    del inputs
+    found[f"statistics {precision}"] = bench_statistics(features, device, repeat)
+    del features
+    measured()
     if with_pytorch_fid:
         print("  stages: pytorch-fid ...", file=sys.stderr, flush=True)
-        found["pytorch-fid"] = bench_pytorch_fid_stages(refs, found[f"model {precisions[0]}"]["images"], device,
-                                                        settings.num_workers, repeat)
+        n_model = found[f"model {precision}"]["images"]
+        found["pytorch-fid"] = bench_pytorch_fid_stages(refs[:n_model] if device.type == "cuda" else refs, n_model,
+                                                        device, min(8, usable_cpus()), repeat)  # its default
+        measured()
     print("  stages: Fréchet distance ...", file=sys.stderr, flush=True)
     repeat = repeat if device.type == "cuda" else 1  # each takes seconds on a CPU
     n_b = len(image_files(b))
-    if len(refs) > DIMS and n_b > DIMS:  # full-rank statistics of the real images (not timed)
-        s1, s2 = (fidfast.compute_stats(f, dims=DIMS, device=device, precision=precisions[0], cache=False,
+    if device.type == "cpu" and len(refs) > DIMS and n_b > DIMS:  # full-rank statistics of the images (not timed)
+        s1, s2 = (fidfast.compute_stats(f, dims=DIMS, device=device, precision=precision, cache=False,
                                         progress=False) for f in (a, b))
         found["frechet"] = {"inputs": "the two folders' statistics",
                             **bench_frechet((s1.mu, s1.sigma, s2.mu, s2.sigma), device, with_sqrtm,
+                                            with_pytorch_fid, repeat)}
+    elif min(len(refs), n_b) > DIMS:  # on a GPU: the time depends on the size only; the FIDs are the commands'
+        found["frechet"] = {"inputs": "random full-rank covariances",
+                            **bench_frechet(random_moments(DIMS, None, SEED), device, with_sqrtm,
                                             with_pytorch_fid, repeat)}
     else:  # N ≤ dims: full-rank random covariances, and the singular ones that N images give
         found["frechet"] = {"inputs": "random full-rank covariances (N ≤ dims)",
@@ -204,4 +251,5 @@ def bench_stages(a: Path, b: Path, device: torch.device, precisions: Sequence[st
         found["frechet (singular)"] = {"inputs": f"random rank-{rank} covariances, as {rank + 1} images give",
                                        **bench_frechet(random_moments(DIMS, rank, SEED), device, False, False,
                                                        repeat)}
+    measured()
     return found
