@@ -20,6 +20,11 @@ class MetricError(FidfastError, RuntimeError):
     raises there."""
 
 
+class ArgumentTypeError(FidfastError, TypeError):
+    """An argument of the wrong type where the API fidfast stands in for raises TypeError (torchmetrics'
+    ``feature``): a TypeError too."""
+
+
 class RankError(FidfastError):
     """A failure of one rank's own share of the work under torch.distributed; says which rank."""
 

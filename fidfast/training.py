@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fidfast import distributed
-from fidfast.errors import FidfastError, MetricError
+from fidfast.errors import ArgumentTypeError, FidfastError, MetricError
 from fidfast.frechet import frechet_distance
 from fidfast.metrics import check_kid_options, kernel_inception_distance
 from fidfast.network import DIMS
@@ -58,6 +58,9 @@ class _InceptionMetric(nn.Module):
                 raise FidfastError(f"{name} must be True or False, got {value!r}")
         self.reset_real_features, self.normalize, self.sync_on_compute = reset_real_features, normalize, sync_on_compute
         inception_dims = isinstance(feature, int) and not isinstance(feature, bool) and feature in DIMS
+        if not (isinstance(feature, (int, nn.Module)) and not isinstance(feature, bool)):
+            raise ArgumentTypeError(f"feature must be one of {', '.join(map(str, DIMS))} or an nn.Module, got "
+                                    f"{feature!r}")  # a TypeError, as torchmetrics raises there
         if not (inception_dims or isinstance(feature, nn.Module)):
             raise FidfastError(f"feature must be one of {', '.join(map(str, DIMS))} or an nn.Module, got {feature!r}")
         # Settings check every value now; the device is the state's (the CPU unless given, as a torchmetrics
@@ -68,13 +71,14 @@ class _InceptionMetric(nn.Module):
                                   cache=False)
         self._precision = precision
         self._settings_by_device: Dict[torch.device, Settings] = {self._settings.device: self._settings}
-        if isinstance(feature, nn.Module):
+        self._custom = isinstance(feature, nn.Module)
+        if self._custom:
             self.inception = feature
             self.num_features = _module_width(feature, normalize, input_img_size)
         else:
-            self.inception = None
             self.num_features = feature
             self._settings.inception_weights  # a missing or bad weights file is reported now, not at the first update
+            self.inception = InceptionFeatures(self)
 
     # -- the state's device --------------------------------------------------------------------------
     @property
@@ -103,7 +107,7 @@ class _InceptionMetric(nn.Module):
         if not isinstance(imgs, torch.Tensor):
             raise FidfastError(f"update() takes a torch.Tensor of images, got {type(imgs).__name__}")
         imgs = imgs.to(self.device)
-        if self.inception is not None:  # torchmetrics' contract: your module gets your batch
+        if self._custom:  # torchmetrics' contract: your module gets your batch
             with torch.inference_mode():
                 features = self.inception(imgs)
             features = features.unsqueeze(0) if features.ndim == 1 else features
@@ -111,21 +115,25 @@ class _InceptionMetric(nn.Module):
                 raise FidfastError(f"the feature module returned {tuple(features.shape)}, "
                                    f"expected N×{self.num_features}")
             return features
-        imgs = self._check_images(imgs)
+        return self._inception_features(self._check_images(imgs))
+
+    def _inception_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """The FID Inception's features of uint8 N×C×H×W images, on their device."""
         if imgs.shape[0] == 0:
             return imgs.new_empty(0, self.num_features, dtype=torch.float32)
-        settings = self._settings_on(self.device)
+        settings = self._settings_on(imgs.device)
         return batch_features(extractor(settings), pack(imgs.permute(0, 2, 3, 1)), settings)
 
-    def _check_images(self, imgs: torch.Tensor) -> torch.Tensor:
-        """N×3×H×W (or N×1×H×W) uint8, or with ``normalize`` float in [0, 1], made uint8 as torchmetrics
-        makes it (``(imgs * 255).byte()``, which truncates)."""
-        expected = "float N×3×H×W in [0, 1] (normalize=True)" if self.normalize else "uint8 N×3×H×W (normalize=False)"
+    def _check_images(self, imgs: torch.Tensor, normalize: Optional[bool] = None) -> torch.Tensor:
+        """N×3×H×W (or N×1×H×W) uint8, or with ``normalize`` (default: the metric's) float in [0, 1], made
+        uint8 as torchmetrics makes it (``(imgs * 255).byte()``, which truncates)."""
+        normalize = self.normalize if normalize is None else normalize
+        expected = "float N×3×H×W in [0, 1] (normalize=True)" if normalize else "uint8 N×3×H×W (normalize=False)"
         if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or imgs.shape[2] < 1 or imgs.shape[3] < 1:
             nhwc = imgs.ndim == 4 and imgs.shape[3] in (1, 3)
             hint = ", channels last? pass imgs.permute(0, 3, 1, 2)" if nhwc else ""
             raise FidfastError(f"update() expects {expected}, got shape {tuple(imgs.shape)}{hint}")
-        if not self.normalize:
+        if not normalize:
             if imgs.dtype != torch.uint8:
                 raise FidfastError(f"update() expects {expected}, got {imgs.dtype} (for float images in [0, 1] "
                                    "construct the metric with normalize=True)")
@@ -143,7 +151,7 @@ class _InceptionMetric(nn.Module):
     def _identity(self) -> Dict[str, Any]:
         """What makes two metrics' states comparable (saved with the state, checked on load)."""
         return {"num_features": self.num_features, "protocol": self._settings.protocol,
-                "feature": "module" if self.inception is not None else "inception"}
+                "feature": "module" if self._custom else "inception"}
 
     def get_extra_state(self) -> Dict[str, Any]:
         return self._identity()
@@ -155,6 +163,34 @@ class _InceptionMetric(nn.Module):
                 return f"{v.get('num_features')} {v.get('feature')} features, protocol {v.get('protocol')}"
             raise FidfastError(f"this state was saved by a metric of {say(state)}, this one has {say(mine)}: their "
                                "statistics are not comparable")
+
+
+class InceptionFeatures(nn.Module):
+    """A metric's ``inception``, as torchmetrics exposes its own: uint8 N×3×H×W images in [0, 255] → N×D
+    features of the FID Inception, computed as the metric computes them (its protocol, weights and
+    precision, on the images' device). It holds no parameters (the network is fidfast's compiled one, kept
+    per process), so a metric's state_dict never carries the FID weights; it is in eval mode and can be
+    handed to :class:`KernelInceptionDistance` as ``feature=``, as torchmetrics users do."""
+
+    def __init__(self, metric: "_InceptionMetric") -> None:
+        super().__init__()
+        object.__setattr__(self, "_metric", metric)  # not a submodule: no cycle in modules()
+        self.num_features = metric.num_features
+        self.eval()
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if not isinstance(imgs, torch.Tensor):
+            raise FidfastError(f"inception() takes a torch.Tensor of images, got {type(imgs).__name__}")
+        return self._metric._inception_features(self._metric._check_images(imgs, normalize=False))
+
+
+def _adopt_torchmetrics_checkpoint(metric: "_InceptionMetric", state_dict: dict, prefix: str) -> None:
+    """What else a torchmetrics checkpoint holds or lacks: its Inception's weights (left out where fidfast's
+    own network computes the features) and fidfast's identity record (taken as this metric's)."""
+    if not metric._custom:
+        for key in [k for k in state_dict if k.startswith(f"{prefix}inception.")]:
+            del state_dict[key]
+    state_dict.setdefault(f"{prefix}_extra_state", metric._identity())
 
 
 def _module_width(module: nn.Module, normalize: bool, input_img_size: Tuple[int, int, int]) -> int:
@@ -255,6 +291,35 @@ class FrechetInceptionDistance(_InceptionMetric):
             for part in ("n", "mean", "comoment"):
                 getattr(self, f"{side}_{part}").zero_()
 
+    # -- torchmetrics' state, by its names and meanings, read from (and loaded into) fidfast's --------------
+    def _sums(self, side: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Σx, Σxxᵀ, n) of one side, float64 (n int64), as torchmetrics keeps them."""
+        n, mean, comoment = (getattr(self, f"{side}_{part}") for part in ("n", "mean", "comoment"))
+        return mean * n, comoment + n * torch.outer(mean, mean), n.clone()
+
+    real_features_sum = property(lambda self: self._sums("real")[0], doc="torchmetrics' Σx of the real images")
+    real_features_cov_sum = property(lambda self: self._sums("real")[1], doc="torchmetrics' Σxxᵀ of the real images")
+    real_features_num_samples = property(lambda self: self._sums("real")[2], doc="torchmetrics' real image count")
+    fake_features_sum = property(lambda self: self._sums("fake")[0], doc="torchmetrics' Σx of the fake images")
+    fake_features_cov_sum = property(lambda self: self._sums("fake")[1], doc="torchmetrics' Σxxᵀ of the fake images")
+    fake_features_num_samples = property(lambda self: self._sums("fake")[2], doc="torchmetrics' fake image count")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Also loads a torchmetrics FID's checkpoint (its states saved with ``persistent(True)``): Σx, Σxxᵀ
+        and n become fidfast's mean and co-moment; its Inception's weights are not needed (fidfast's network
+        computes the same features) and are left out."""
+        if f"{prefix}real_features_sum" in state_dict:
+            for side in SIDES:
+                total, cov_sum, n = (state_dict.pop(f"{prefix}{side}_features_{part}")
+                                     for part in ("sum", "cov_sum", "num_samples"))
+                n = torch.as_tensor(n, dtype=torch.int64)
+                mean = total.double() / n.clamp(min=1)
+                state_dict[f"{prefix}{side}_n"] = n
+                state_dict[f"{prefix}{side}_mean"] = mean
+                state_dict[f"{prefix}{side}_comoment"] = cov_sum.double() - n * torch.outer(mean, mean)
+            _adopt_torchmetrics_checkpoint(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
 
 class KernelInceptionDistance(_InceptionMetric):
     """torchmetrics 1.9's ``KernelInceptionDistance``, computed by fidfast (float64 kernels).
@@ -333,6 +398,26 @@ class KernelInceptionDistance(_InceptionMetric):
         """Forget the generated images (and the real ones, unless ``reset_real_features=False``)."""
         for side in SIDES if self.reset_real_features else ("fake",):
             self._kept[side] = []
+
+    real_features = property(lambda self: self._kept["real"], lambda self, v: self._keep("real", v),
+                             doc="torchmetrics' list of the real images' feature batches")
+    fake_features = property(lambda self: self._kept["fake"], lambda self, v: self._keep("fake", v),
+                             doc="torchmetrics' list of the fake images' feature batches")
+
+    def _keep(self, side: str, batches) -> None:
+        batches = [batches] if isinstance(batches, torch.Tensor) else list(batches)
+        self._kept[side] = [torch.as_tensor(f).to(self.device, torch.float32).reshape(-1, self.num_features)
+                            for f in batches if torch.as_tensor(f).numel()]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Also loads a torchmetrics KID's checkpoint (its states saved with ``persistent(True)``)."""
+        if f"{prefix}real_features" in state_dict:
+            for side in SIDES:
+                self._keep(side, state_dict.pop(f"{prefix}{side}_features"))
+            state_dict.setdefault(f"{prefix}_extra_state", {**self._identity(), **{
+                f"{side}_features": self.features(side).cpu() for side in SIDES}})
+            _adopt_torchmetrics_checkpoint(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def get_extra_state(self) -> Dict[str, Any]:
         return {**self._identity(), **{f"{side}_features": self.features(side).cpu() for side in SIDES}}

@@ -206,6 +206,92 @@ def test_bad_input_is_one_clear_error(rng):
         KernelInceptionDistance(feature=64, coef=0.0)
 
 
+# -- what code written for torchmetrics touches beyond update/compute/reset ---------------------------
+
+def test_torchmetrics_state_names_read_and_load(batches, pytorch_fid_weights):
+    # Σx, Σxxᵀ and n under torchmetrics' names, and a torchmetrics checkpoint (states persistent) loaded
+    pytest.importorskip("torch_fidelity")
+    tm = pytest.importorskip("torchmetrics.image.fid")
+    theirs = tm.FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights))
+    theirs.persistent(True)
+    _run(theirs, batches)
+    ours = _run(FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights)),
+                batches)
+    for side in ("real", "fake"):
+        assert torch.equal(getattr(ours, f"{side}_features_num_samples"), getattr(theirs, f"{side}_features_num_samples"))
+        for part in ("sum", "cov_sum"):
+            mine, expected = getattr(ours, f"{side}_features_{part}"), getattr(theirs, f"{side}_features_{part}")
+            assert mine.dtype == torch.float64 and rel(mine, expected) <= 1e-5
+    loaded = FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights))
+    loaded.load_state_dict(theirs.state_dict())  # strict: its Inception's weights are left out, not refused
+    assert int(loaded.fake_n) == int(theirs.fake_features_num_samples)
+    assert rel(float(loaded.compute()), float(theirs.compute())) <= 1e-6
+
+    tm_kid = pytest.importorskip("torchmetrics.image.kid")
+    kid = tm_kid.KernelInceptionDistance(feature=theirs.inception, subset_size=30)
+    kid.persistent(True)
+    _run(kid, batches[:2])
+    mine = KernelInceptionDistance(feature=64, subset_size=30, feature_extractor_weights_path=str(pytorch_fid_weights))
+    mine.load_state_dict(kid.state_dict())
+    assert torch.equal(torch.cat(mine.real_features), torch.cat(kid.real_features))
+
+
+def test_inception_is_a_module_to_hand_to_kid(batches, pytorch_fid_weights):
+    # torchmetrics users pass fid.inception to KID as feature=: an eval-mode module without the weights in it
+    pytest.importorskip("torch_fidelity")
+    tm_kid = pytest.importorskip("torchmetrics.image.kid")
+    fid = FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights))
+    assert isinstance(fid.inception, nn.Module) and not fid.inception.training
+    assert fid.inception.num_features == 64 and not list(fid.inception.parameters())
+    assert all(not k.startswith("inception.") for k in fid.state_dict())
+    plain = _run(KernelInceptionDistance(feature=64, subsets=20, subset_size=30,
+                                         feature_extractor_weights_path=str(pytorch_fid_weights)), batches)
+    handed = _run(KernelInceptionDistance(feature=fid.inception, subsets=20, subset_size=30), batches)
+    assert torch.equal(handed.features("fake"), plain.features("fake"))
+    theirs = _run(tm_kid.KernelInceptionDistance(feature=fid.inception, subsets=20, subset_size=30), batches)
+    assert rel(torch.cat(theirs.real_features), plain.features("real")) <= 1e-12
+
+
+@pytest.mark.parametrize("metric,kwargs", [
+    ("fid", {"feature": 100}), ("fid", {"feature": "2048"}), ("fid", {"feature": 64, "reset_real_features": 1}),
+    ("fid", {"feature": 64, "normalize": "yes"}), ("kid", {"feature": 64, "subsets": 0}),
+    ("kid", {"feature": 64, "subset_size": 0}), ("kid", {"feature": 64, "degree": 0}),
+    ("kid", {"feature": 64, "gamma": -1.0}), ("kid", {"feature": 64, "coef": 0.0}),
+])
+def test_bad_arguments_raise_torchmetrics_exception_types(metric, kwargs, pytorch_fid_weights):
+    # code that catches torchmetrics' ValueError or TypeError catches fidfast's too (a FidfastError besides)
+    pytest.importorskip("torch_fidelity")
+    from torchmetrics.image import fid as tm_fid
+    from torchmetrics.image import kid as tm_kid
+
+    theirs_cls = tm_fid.FrechetInceptionDistance if metric == "fid" else tm_kid.KernelInceptionDistance
+    ours_cls = FrechetInceptionDistance if metric == "fid" else KernelInceptionDistance
+    their_kwargs = {**kwargs, "feature_extractor_weights_path": str(pytorch_fid_weights)}
+    if metric == "kid":  # torchmetrics' KID takes no weights path: its Inception, offline, as the module
+        their_kwargs = {**kwargs, "feature": tm_fid.NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["64"], feature_extractor_weights_path=str(pytorch_fid_weights))}
+    with pytest.raises(Exception) as theirs:
+        theirs_cls(**their_kwargs)
+    with pytest.raises(FidfastError) as ours:
+        ours_cls(feature_extractor_weights_path=str(pytorch_fid_weights), **kwargs)
+    assert isinstance(ours.value, type(theirs.value)), (type(theirs.value), ours.value)
+
+
+def test_compute_with_too_few_images_raises_torchmetrics_type(rng, pytorch_fid_weights):
+    pytest.importorskip("torch_fidelity")
+    tm = pytest.importorskip("torchmetrics.image.fid")
+    one = _batch(rng, 1, 40, 40)
+    theirs = tm.FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights))
+    ours = FrechetInceptionDistance(feature=64, feature_extractor_weights_path=str(pytorch_fid_weights))
+    for metric in (theirs, ours):
+        _run(metric, [(one, True), (one, False)])
+    with pytest.raises(Exception) as their_error:
+        theirs.compute()
+    with pytest.raises(MetricError) as our_error:
+        ours.compute()
+    assert isinstance(our_error.value, type(their_error.value))
+
+
 # -- two Gloo processes ----------------------------------------------------------------------------
 
 def _rank_worker(rank, port, out_dir, shares):
