@@ -15,7 +15,7 @@ from core import DIMS, SEED, image_files, synchronize, throughput, time_passes
 from fidfast import frechet_distance
 from fidfast.features import feature_extractor
 from fidfast.feeder import CHUNK_IMAGES, Feeder
-from fidfast.pipeline import _numerics
+from fidfast.pipeline import numerics
 from fidfast.preprocess import PackedBatch, resize_normalize
 from fidfast.settings import Settings, usable_cpus
 from fidfast.stats import FeatureStats
@@ -90,7 +90,7 @@ def bench_model(inputs: List[torch.Tensor], settings: Settings, repeat: int) -> 
     start = time.perf_counter()
     model = feature_extractor(resolve_weights(), DIMS, device, precision)
     build_seconds = time.perf_counter() - start
-    with _numerics(settings):
+    with numerics(settings):
         start = time.perf_counter()
         model(inputs[0])  # cuDNN's choices (autotuning in fp32) and TorchScript's profiling runs
         synchronize(device)

@@ -50,7 +50,7 @@ def _autotune(settings: Settings) -> bool:
 
 
 @contextlib.contextmanager
-def _numerics(settings: Settings) -> Iterator[None]:
+def numerics(settings: Settings) -> Iterator[None]:
     """The numerics of a pass, entered per batch so the caller's code between batches is unaffected: no
     gradients, the caller's autocast off, fp32 without TF32 convolutions, and cuDNN deterministic (no
     autotuning) when the caller asked for determinism (``torch.backends.cudnn.deterministic``, the CLI's
@@ -89,7 +89,7 @@ def run_model(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, se
 def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[PackedBatch, torch.Tensor],
                    settings: Settings) -> torch.Tensor:
     """The features (N×dims, on the settings' device) of one batch: packed, or float N×3×H×W in [0, 1]."""
-    with _numerics(settings):
+    with numerics(settings):
         return run_model(model, model_input(model, batch, settings), settings)
 
 
@@ -109,13 +109,13 @@ def _file_features(images: ImageFiles, settings: Settings) -> Iterator[Tuple[tor
             x = torch.cat(inputs) if len(inputs) > 1 else inputs[0]
             inputs = [x[n:]] if n < held else []
             held -= n
-            with _numerics(settings):
+            with numerics(settings):
                 return run_model(model, x[:n], settings)
 
         for chunk in feeder:
             bad += len(chunk.bad)
             if len(chunk):
-                with _numerics(settings):
+                with numerics(settings):
                     inputs.append(model_input(model, feeder.to_device(chunk), settings))
                 held += len(chunk)
             while held >= settings.batch_size:
