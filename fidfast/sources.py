@@ -3,9 +3,14 @@
 * :class:`FeatureStats` — an ``.npz`` statistics file (pytorch-fid's or fidfast's) or a FeatureStats;
 * :class:`ImageFiles` — image files in name order (:func:`name_order`): a folder, a file list (``.txt``:
   one path a line), a zip or tar archive, or a Python list of paths;
-* :class:`ImageArrays` — images in memory: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
-  float N×3×H×W in [0, 1]), any iterable of such batches (a generator sampling a model, a DataLoader), or
-  a list of single images (uint8 H×W×3 of any sizes, or float 3×H×W in [0, 1]) taken as one batch.
+* :class:`ImageArrays` — image arrays: a numpy array or torch tensor (uint8 N×H×W×3 or N×3×H×W, or
+  float N×3×H×W in [0, 1]), any iterable of such batches (a generator sampling a model, a DataLoader), a
+  list of single images (uint8 H×W×3 of any sizes, or float 3×H×W in [0, 1]) taken as one batch, or an
+  ``.npz`` sample batch (uint8 ``arr_0``, the ADM evaluator's input), read from the file a batch at a time
+  (:class:`NpzImages`).
+
+An ``.npz`` is statistics when it has ``mu`` and ``sigma`` (an ADM reference batch too, which also has
+images), else images when it has ``arr_0``; :func:`open_npz_images` gives the images of either.
 
 Paths are kept as the OS gives them: a name that is not valid UTF-8 stays a ``Path`` (with Python's
 surrogate escapes) through decoding, cache keys and messages.
@@ -13,16 +18,21 @@ surrogate escapes) through decoding, cache keys and messages.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import dataclasses
+import io
 import math
 import os
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import IO, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
 
 from fidfast.errors import FidfastError
 from fidfast.stats import FeatureStats
@@ -30,6 +40,9 @@ from fidfast.stats import FeatureStats
 IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 FILE_LIST_SUFFIXES = (".txt", ".lst")
+NPZ_IMAGES = "arr_0"  # a sample batch's images: np.savez's first unnamed array, as the ADM evaluator reads
+NPZ_READ_BYTES = 1 << 20  # bytes per read from an .npz member: what reading holds beyond the batch itself
+NPZ_ITER_BYTES = 32 << 20  # batches of about this size when an NpzImages is iterated on its own
 
 # One image: a file, or a member of an archive (archive path, member name).
 ImageRef = Union[Path, Tuple[Path, str]]
@@ -177,19 +190,167 @@ def list_archive(path: Union[str, os.PathLike]) -> List[Tuple[Path, str]]:
     return [(path, m) for m in members]
 
 
-def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageFiles]:
+# RuntimeError: an encrypted member; NotImplementedError: an unknown compression; KeyError: a member gone
+_NPZ_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                    RuntimeError)
+
+
+@contextlib.contextmanager
+def _reading_npz(path: Path) -> Iterator[None]:
+    """Turns what a damaged zip or .npy raises into one FidfastError naming the file."""
+    try:
+        yield
+    except FidfastError:
+        raise
+    except _NPZ_READ_ERRORS as exc:
+        raise FidfastError(f"{path}: not a readable .npz ({exc.__class__.__name__}: {exc})") from None
+
+
+def npz_arrays(path: Union[str, os.PathLike]) -> List[str]:
+    """The names of an .npz's arrays (its ``.npy`` members), from the zip's directory: nothing is loaded."""
+    path = Path(path)
+    with _reading_npz(path), zipfile.ZipFile(path) as z:
+        members = z.namelist()
+    arrays = [m[:-len(".npy")] for m in members if m.endswith(".npy")]
+    if not arrays:
+        shown = ", ".join(members[:3]) + (", ..." if len(members) > 3 else "") or "nothing"
+        raise FidfastError(f"{path}: a zip archive, not an .npz (no .npy arrays; it holds {shown})")
+    return arrays
+
+
+def _npy_header(stream: IO[bytes], path: Path) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from an .npy header; the dtype is parsed, never unpickled."""
+    version = npy_format.read_magic(stream)
+    if version == (1, 0):
+        return npy_format.read_array_header_1_0(stream)
+    if version == (2, 0):
+        return npy_format.read_array_header_2_0(stream)
+    raise FidfastError(f"{path}: '{NPZ_IMAGES}' is in .npy format {version[0]}.{version[1]}, which uint8 images "
+                       "are never saved in (expected 1.0 or 2.0)")
+
+
+def _images_shape(path: Path, shape: Tuple[int, ...], fortran_order: bool, dtype: np.dtype
+                  ) -> Tuple[int, int, int, int]:
+    """N×H×W×C of an .npz's images (C = 1 for grey N×H×W), or one FidfastError saying what was found."""
+    expected = "expected uint8 images N×H×W×3, N×H×W×1 or N×H×W (grey)"
+    if dtype.hasobject:
+        raise FidfastError(f"{path}: '{NPZ_IMAGES}' is an object array, which cannot be read without unpickling "
+                           f"(refused); {expected}")
+    if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
+        raise FidfastError(f"{path}: '{NPZ_IMAGES}' is {dtype} of shape {shape}; {expected}")
+    if 0 in shape:
+        raise FidfastError(f"{path}: '{NPZ_IMAGES}' of shape {shape} holds no images")
+    if fortran_order:
+        raise FidfastError(f"{path}: '{NPZ_IMAGES}' is saved in Fortran order, which cannot be read a batch of "
+                           "images at a time; save it in C order: np.savez(path, np.ascontiguousarray(images))")
+    return (*shape, 1) if len(shape) == 3 else shape
+
+
+@contextlib.contextmanager
+def _npz_images_stream(path: Path) -> Iterator[Tuple[IO[bytes], Tuple[int, int, int, int]]]:
+    """``arr_0``'s stream, at its first image, and its images' N×H×W×C; header and size checked against
+    the zip's directory before any image is read."""
+    with contextlib.ExitStack() as stack:
+        with _reading_npz(path):
+            z = stack.enter_context(zipfile.ZipFile(path))
+            member = z.getinfo(NPZ_IMAGES + ".npy")
+            stream = stack.enter_context(z.open(member))
+            shape = _images_shape(path, *_npy_header(stream, path))
+            data = member.file_size - stream.tell()
+        image_bytes = math.prod(shape[1:])
+        if data != shape[0] * image_bytes:
+            raise FidfastError(f"{path}: '{NPZ_IMAGES}' holds {data} bytes of images, its header says "
+                               f"{'×'.join(map(str, shape))} = {shape[0] * image_bytes} (truncated or damaged)")
+        yield stream, shape
+
+
+@dataclass(frozen=True)
+class NpzImages:
+    """The images of an .npz's ``arr_0``, images ``start`` to ``stop`` of its N×H×W×C (a grey N×H×W file
+    has C = 1), read from the file a batch at a time: uint8 only, never unpickled, never all in memory.
+    Every pass reopens the file (:meth:`iter_batches`), so it can be read any number of times."""
+
+    path: Path
+    shape: Tuple[int, int, int, int]
+    start: int
+    stop: int
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike]) -> "NpzImages":
+        """All the images of ``path``; its header is checked here, before any image is read."""
+        path = Path(path)
+        arrays = npz_arrays(path)
+        if NPZ_IMAGES not in arrays:
+            raise FidfastError(f"{path}: no images ('{NPZ_IMAGES}') in this .npz; its arrays: {sorted(arrays)}")
+        with _npz_images_stream(path) as (_, shape):
+            return cls(path, shape, 0, shape[0])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def block(self, start: int, stop: int) -> "NpzImages":
+        """Images [start, stop) of these: a rank's contiguous share under torch.distributed."""
+        if not 0 <= start <= stop <= len(self):
+            raise ValueError(f"block [{start}, {stop}) is not within {len(self)} images")
+        return dataclasses.replace(self, start=self.start + start, stop=self.start + stop)
+
+    def iter_batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """The images in order, ``batch_size`` at a time (the last batch may be smaller), each a new uint8
+        n×H×W×C array; reading holds the batch it fills plus about ``NPZ_READ_BYTES``. The zip's CRC-32 is
+        checked after the last image."""
+        image_bytes = math.prod(self.shape[1:])
+        with _npz_images_stream(self.path) as (stream, shape):
+            if shape != self.shape:
+                raise FidfastError(f"{self.path}: its images changed while being read (now {shape}, were "
+                                   f"{self.shape})")
+            with _reading_npz(self.path):
+                stream.seek(self.start * image_bytes, io.SEEK_CUR)
+            for first in range(self.start, self.stop, batch_size):
+                batch = np.empty((min(batch_size, self.stop - first), *shape[1:]), np.uint8)
+                view, done = memoryview(batch.reshape(-1)), 0
+                with _reading_npz(self.path):
+                    while done < len(view):
+                        got = stream.readinto(view[done:done + NPZ_READ_BYTES])
+                        if not got:
+                            raise FidfastError(f"{self.path}: '{NPZ_IMAGES}' ends within image "
+                                               f"{first + done // image_bytes} of {shape[0]} (truncated)")
+                        done += got
+                yield batch
+            if self.stop == shape[0]:
+                with _reading_npz(self.path):
+                    stream.read(1)  # at the end of the member: zipfile checks its CRC-32
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.iter_batches(max(1, NPZ_ITER_BYTES // math.prod(self.shape[1:])))
+
+
+def open_npz_images(path: Union[str, os.PathLike]) -> ImageArrays:
+    """The images (``arr_0``) of an .npz as an input, also of a file that has statistics too: an ADM reference
+    batch gives its statistics for FID (``open_source``) and its images for precision and recall (this).
+    Read a batch at a time when the statistics are computed; ``total`` is N from the header."""
+    images = NpzImages.open(path)
+    return ImageArrays(images, str(images.path), len(images))
+
+
+def open_path(path: Path, recursive: bool) -> Union[FeatureStats, ImageFiles, ImageArrays]:
     if not path.exists():
         raise FidfastError(f"{path}: no such file or folder")
     if path.is_dir():
         return ImageFiles(list_image_files(path, recursive), str(path))
     name = path.name.lower()
     if name.endswith(".npz"):
-        return FeatureStats.load(path)
+        arrays = npz_arrays(path)
+        if {"mu", "sigma"} <= set(arrays):
+            return FeatureStats.load(path)
+        if NPZ_IMAGES in arrays:
+            return open_npz_images(path)
+        raise FidfastError(f"{path}: an .npz needs statistics ('mu' and 'sigma') or images ('{NPZ_IMAGES}'); its "
+                           f"arrays: {sorted(arrays)}")
     if is_archive(path):
         return ImageFiles(list_archive(path), str(path))
     if name.endswith(FILE_LIST_SUFFIXES):
         return ImageFiles(read_file_list(path), str(path))
-    raise FidfastError(f"{path}: expected a folder of images, an .npz statistics file, an archive "
+    raise FidfastError(f"{path}: expected a folder of images, an .npz (statistics or images), an archive "
                        f"({', '.join(ARCHIVE_SUFFIXES)}) or a file list ({', '.join(FILE_LIST_SUFFIXES)})")
 
 
@@ -287,7 +448,10 @@ def as_nhwc_uint8(x: ArrayLike) -> torch.Tensor:
 def iter_array_batches(batches: Iterable[Union[ArrayLike, List[ArrayLike]]], batch_size: int
                        ) -> Iterator[Union[torch.Tensor, List[torch.Tensor]]]:
     """Each input batch, checked, in chunks of at most ``batch_size`` images: a 4-D tensor, or, for a list
-    of uint8 images (whose sizes may differ), a list of H×W(×C) tensors."""
+    of uint8 images (whose sizes may differ), a list of H×W(×C) tensors. An .npz is read ``batch_size``
+    images at a time: the batches of the same images in memory, so the same bits."""
+    if isinstance(batches, NpzImages):  # N×H×W×C; 1 or 3 rows tall: single images, never read channels-first
+        batches = (list(b) if b.shape[1] in (1, 3) else b for b in batches.iter_batches(batch_size))
     for x in batches:
         if isinstance(x, list):
             for i, img in enumerate(x):
