@@ -21,6 +21,7 @@ from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_
 from fidfast.neighbours import prdc
 from fidfast.pipeline import compute_features, compute_stats
 from fidfast.settings import Settings
+from fidfast.sources import open_npz_images
 from fidfast.stats import FeatureStats
 from fidfast.subsample import fid_bootstrap, fid_infinity
 from fidfast.training import FrechetInceptionDistance, KernelInceptionDistance
@@ -30,7 +31,7 @@ from fidfast.weights import resolve_weights
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
            "compute_features", "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid",
            "kernel_inception_distance", "prdc", "fid_infinity", "fid_bootstrap", "FrechetInceptionDistance",
-           "KernelInceptionDistance", "backend_info"]
+           "KernelInceptionDistance", "backend_info", "open_npz_images"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

@@ -26,7 +26,8 @@ from fidfast.features import feature_extractor, module_dtype, module_input_size
 from fidfast.preprocess import PackedBatch, module_input, network_input, pack
 from fidfast.progress import Progress
 from fidfast.settings import Settings
-from fidfast.sources import ImageArrays, ImageFiles, Source, as_nhwc_uint8, iter_array_batches, open_source
+from fidfast.sources import (ImageArrays, ImageFiles, NpzImages, Source, as_nhwc_uint8, iter_array_batches,
+                             open_source)
 from fidfast.stats import FeatureStats
 
 log = logging.getLogger("fidfast")
@@ -93,14 +94,18 @@ def batch_features(model: Callable[[torch.Tensor], torch.Tensor], batch: Union[P
         return run_model(model, model_input(model, batch, settings), settings)
 
 
-def _file_features(images: ImageFiles, settings: Settings) -> Iterator[Tuple[torch.Tensor, int, int]]:
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _file_features(images: ImageFiles, settings: Settings, network: Callable[[], Network], width: int
+                   ) -> Iterator[Tuple[torch.Tensor, int, int]]:
     """(features, images, unreadable images skipped) per network batch of image files, in input order.
 
     The feeder's workers start first, so decoding runs while the network is built; chunks are moved to the
     device and preprocessed as they come, and the network sees ``settings.batch_size`` images at a time."""
     with Feeder(images.refs, settings.device, settings.num_workers, chunk=min(CHUNK_IMAGES, settings.batch_size),
                 skip_bad_images=settings.skip_bad_images, fast_jpeg=settings.device.type == "cuda") as feeder:
-        model = extractor(settings)
+        model = network()
         inputs: List[torch.Tensor] = []
         held = bad = 0
 
@@ -122,17 +127,21 @@ def _file_features(images: ImageFiles, settings: Settings) -> Iterator[Tuple[tor
                 yield run(settings.batch_size), settings.batch_size, bad
                 bad = 0
         if held or bad:
-            yield (run(held) if held else torch.empty(0, settings.dims, device=settings.device)), held, bad
+            yield (run(held) if held else torch.empty(0, width, device=settings.device)), held, bad
 
 
-def iter_features(images: Images, settings: Settings) -> Iterator[Tuple[torch.Tensor, int]]:
-    """(features N×dims on the device, unreadable images skipped) per batch, in input order."""
+def iter_features(images: Images, settings: Settings, network: Optional[Callable[[], Network]] = None,
+                  width: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, int]]:
+    """(features N×width on the device, unreadable images skipped) per batch, in input order. ``network``
+    builds the network (default: the settings' :func:`extractor`), ``width`` is its output's (default: dims)."""
+    network = network or (lambda: extractor(settings))
+    width = width or settings.dims
     if isinstance(images, ImageFiles):
         total = len(images.refs)
-        batches = _file_features(images, settings)
+        batches = _file_features(images, settings, network, width)
     else:
         total = images.total
-        model = extractor(settings)
+        model = network()
         batches = ((batch_features(model, _packed(x), settings), len(x), 0)
                    for x in iter_array_batches(images.batches, settings.batch_size))
     bar = Progress(f"fidfast {images.label}", total, settings.progress)
@@ -174,9 +183,13 @@ def _accumulate(images: Images, settings: Settings, keep_features: bool
 
 
 def _share(opened: Images) -> Images:
-    """This rank's share: a contiguous block of image files; in-memory batches are each rank's own."""
+    """This rank's share: a contiguous block of image files or of an .npz's images; other in-memory batches
+    are each rank's own."""
     if isinstance(opened, ImageFiles):
         return ImageFiles(distributed.shard(opened.refs), opened.label)
+    if isinstance(opened.batches, NpzImages):
+        start, stop = distributed.shard_bounds(len(opened.batches), distributed.rank(), distributed.world_size())
+        return ImageArrays(opened.batches.block(start, stop), opened.label, stop - start)
     return opened
 
 

@@ -133,7 +133,7 @@ def test_merge_stats_across_two_gloo_processes_is_exact(tmp_path, rng):
     assert "lost contact with the other ranks while merging statistics" in results[0]["lost_error"]
 
 
-def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays):
+def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays, npz):
     import fidfast
 
     os.environ.update(XDG_CACHE_HOME=cache_dirs[rank], FIDFAST_WEIGHTS=weights)  # each rank its own cache
@@ -144,6 +144,7 @@ def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays):
         # rank 0 finds these statistics in its cache, rank 1 does not: both must still agree
         folder_stats = fidfast.compute_stats(folder, **kwargs)
         array_stats = fidfast.compute_stats(arrays[rank], **kwargs)  # each rank's own samples: merged
+        npz_stats = fidfast.compute_stats(npz, **kwargs)  # one file of samples: each rank reads its share
         drop_in = None
         if rank == 0:  # the drop-in, on one rank alone: all of the folder, and no collective to wait in
             model = fidfast.fid_score.InceptionV3([0])
@@ -155,7 +156,7 @@ def _api_worker(rank, port, out_dir, folder, weights, cache_dirs, arrays):
     finally:
         dist.destroy_process_group()
     with open(os.path.join(out_dir, f"{rank}.pkl"), "wb") as f:
-        pickle.dump([(s.n, s.mu, s.sigma) for s in (folder_stats, array_stats)] + [drop_in], f)
+        pickle.dump([(s.n, s.mu, s.sigma) for s in (folder_stats, array_stats, npz_stats)] + [drop_in], f)
 
 
 def test_python_api_inside_a_process_group_returns_the_merged_stats(tmp_path, rng, monkeypatch):
@@ -172,20 +173,22 @@ def test_python_api_inside_a_process_group_returns_the_merged_stats(tmp_path, rn
     kwargs = dict(dims=64, device="cpu", num_workers=0, progress=False)
     ref_folder = fidfast.compute_stats(folder, **kwargs)  # one process; fills rank 0's cache
     ref_arrays = fidfast.compute_stats(np.concatenate(arrays), **kwargs)
+    npz = tmp_path / "samples.npz"
+    np.savez(npz, np.concatenate(arrays))
     assert list(os.scandir(cache_dirs[0])) and not os.path.exists(cache_dirs[1])
 
     out = tmp_path / "out"
     out.mkdir()
-    mp.spawn(_api_worker, args=(free_port(), str(out), str(folder), weights, cache_dirs, arrays), nprocs=2)
+    mp.spawn(_api_worker, args=(free_port(), str(out), str(folder), weights, cache_dirs, arrays, str(npz)), nprocs=2)
     results = []
     for r in range(2):
         with open(out / f"{r}.pkl", "rb") as f:
             results.append(pickle.load(f))
-    for got, ref in zip(results[0], (ref_folder, ref_arrays, ref_folder)):  # the last: rank 0's drop-in
+    for got, ref in zip(results[0], (ref_folder, ref_arrays, ref_arrays, ref_folder)):  # last: rank 0's drop-in
         n, mu, sigma = got
         assert n == ref.n
         assert rel(mu, ref.mu) <= 1e-5 and rel(sigma, ref.sigma) <= 1e-5
-    for mine, other in zip(results[0][:2], results[1][:2]):
+    for mine, other in zip(results[0][:3], results[1][:3]):
         assert mine[0] == other[0] and np.array_equal(mine[1], other[1]) and np.array_equal(mine[2], other[2])
 
 
