@@ -28,7 +28,7 @@ from torch import nn
 from fidfast import network
 from fidfast.errors import FidfastError
 from fidfast.files import cache_dir, is_intact, serialized, write_cache
-from fidfast.network import FIDInception3, PooledInception, fold_batch_norms
+from fidfast.network import FIDInception3, PooledInception, SuiteInception, fold_batch_norms
 from fidfast.version import __version__
 from fidfast.weights import Weights, quiet_jit
 
@@ -57,11 +57,13 @@ class FeatureExtractor:
         return torch.cat([self.module(part) for part in x.split(self.micro_batch)])
 
 
-def eager_network(weights: Weights, dims: int, device: torch.device, precision: str) -> nn.Module:
-    """The FID Inception up to ``dims``, pooled, with ``weights`` loaded, on ``device`` in ``precision``."""
+def eager_network(weights: Weights, dims: int, device: torch.device, precision: str, suite: bool = False
+                  ) -> nn.Module:
+    """The FID Inception up to ``dims``, pooled, with ``weights`` loaded, on ``device`` in ``precision``; with
+    ``suite``, the ADM suite's three heads instead (:class:`fidfast.network.SuiteInception`, dims 2048)."""
     trunk = FIDInception3()
     trunk.load_state_dict(weights.state_dict())
-    model = PooledInception(trunk, dims).eval().to(device)
+    model = (SuiteInception(trunk, weights.classifier()) if suite else PooledInception(trunk, dims)).eval().to(device)
     if precision == "fp16":
         # Fold in fp32, then round once: TorchScript's freeze would fold the already-rounded fp16 weights.
         model = fold_batch_norms(model).half()
@@ -83,28 +85,32 @@ def _cache_key(weights: Weights, dims: int, device: torch.device, precision: str
 
 
 def compiled_cache_path(weights: Weights, dims: int, device: torch.device = torch.device("cpu"),
-                        precision: str = "fp32") -> Path:
-    """Where the frozen TorchScript module for these weights, dims, device kind and precision is cached."""
+                        precision: str = "fp32", suite: bool = False) -> Path:
+    """Where the frozen TorchScript module for these weights, dims (or the suite's heads), device kind and
+    precision is cached."""
     kind = "cpu" if device.type == "cpu" else f"cuda_{precision}"
-    return cache_dir() / "compiled" / f"inception_d{dims}_{kind}_{_cache_key(weights, dims, device, precision)}.pt"
+    key = _cache_key(weights, dims, device, precision, "suite" if suite else "")
+    return cache_dir() / "compiled" / f"inception_{'suite' if suite else f'd{dims}'}_{kind}_{key}.pt"
 
 
-def _frozen(weights: Weights, dims: int, device: torch.device, precision: str) -> torch.jit.ScriptModule:
+def _frozen(weights: Weights, dims: int, device: torch.device, precision: str, suite: bool = False
+            ) -> torch.jit.ScriptModule:
     """The frozen module: from the cache (~0.1 s, no weights read), else built, scripted, frozen (~1.3 s)
     and cached."""
-    path = compiled_cache_path(weights, dims, device, precision)
+    path = compiled_cache_path(weights, dims, device, precision, suite)
     if is_intact(path):
         log.debug("fidfast: compiled Inception from %s", path)
         return quiet_jit(torch.jit.load, str(path), device)
-    eager = eager_network(weights, dims, device, precision)
+    eager = eager_network(weights, dims, device, precision, suite)
     frozen = quiet_jit(torch.jit.freeze, quiet_jit(torch.jit.script, eager))
     # in memory first: torch.jit.save aborts the process when the disk fills under it
     write_cache(path, serialized(lambda f: quiet_jit(torch.jit.save, frozen, f)), sidecar=True)
     return frozen
 
 
-def _compiled(weights: Weights, dims: int, device: torch.device, precision: str) -> torch.jit.ScriptModule:
-    frozen = _frozen(weights, dims, device, precision)
+def _compiled(weights: Weights, dims: int, device: torch.device, precision: str, suite: bool = False
+              ) -> torch.jit.ScriptModule:
+    frozen = _frozen(weights, dims, device, precision, suite)
     return quiet_jit(torch.jit.optimize_for_inference, frozen) if device.type == "cpu" else frozen
 
 
@@ -159,17 +165,20 @@ def model_dtype(precision: str) -> torch.dtype:
 
 @functools.lru_cache(maxsize=4)
 def feature_extractor(weights: Weights, dims: int, device: torch.device, precision: str,
-                      compile: Optional[bool] = None, aot_batch: int = 0) -> FeatureExtractor:
+                      compile: Optional[bool] = None, aot_batch: int = 0, suite: bool = False) -> FeatureExtractor:
     """The FID Inception up to ``dims`` with ``weights``, on ``device`` in ``precision`` (fp32 or fp16),
     compiled unless ``compile`` is False or ``FIDFAST_JIT=0`` (or TorchScript is missing or fails: then
     eager, with a log warning). With ``aot_batch`` (CUDA only), the AOTInductor-compiled network for batches
-    of that size instead (TorchScript if it fails, with a warning). Kept per process: a second call with the
-    same values returns the same one."""
+    of that size instead (TorchScript if it fails, with a warning). With ``suite``, the ADM suite's three
+    heads (N×5079, :class:`fidfast.network.SuiteInception`; TorchScript or eager). Kept per process: a second
+    call with the same values returns the same one."""
     micro_batch = CPU_MICRO_BATCH if device.type == "cpu" else 0
     log.debug("fidfast: FID Inception weights %s (%s)", weights.path, weights.source)
     if compile is None:
         compile = os.environ.get("FIDFAST_JIT", "1") != "0"
-    if aot_batch and device.type == "cuda":
+    if suite:
+        weights.classifier()  # no classifier: one clear error, not a compilation failure
+    if aot_batch and device.type == "cuda" and not suite:
         try:
             return FeatureExtractor(_aot_compiled(weights, dims, device, precision, aot_batch))
         except FidfastError:
@@ -179,12 +188,12 @@ def feature_extractor(weights: Weights, dims: int, device: torch.device, precisi
                         exc.__class__.__name__, str(exc).splitlines()[0] if str(exc) else "")
     if compile and hasattr(torch, "jit"):
         try:
-            return FeatureExtractor(_compiled(weights, dims, device, precision), micro_batch)
+            return FeatureExtractor(_compiled(weights, dims, device, precision, suite), micro_batch)
         except FidfastError:
             raise
         except Exception as exc:  # noqa: BLE001 - any TorchScript failure leaves the eager model, which is correct
             log.warning("fidfast: TorchScript compilation failed (%s); running eager", exc)
-    return FeatureExtractor(eager_network(weights, dims, device, precision), micro_batch)
+    return FeatureExtractor(eager_network(weights, dims, device, precision, suite), micro_batch)
 
 
 # -- any feature network -----------------------------------------------------------------------------

