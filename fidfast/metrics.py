@@ -119,3 +119,73 @@ def calculate_kid(a: Source, b: Source, num_subsets: int = 100, subset_size: int
     _, f1 = features(a, s)
     _, f2 = features(b, s)
     return kernel_inception_distance(f1, f2, num_subsets, subset_size, seed)
+
+
+ADM_SPLIT_SIZE = 5000  # the ADM evaluator's compute_inception_score(split_size=5000)
+
+
+def inception_score(logits: Union[np.ndarray, torch.Tensor], split_size: int = ADM_SPLIT_SIZE, *,
+                    splits: Optional[int] = None, shuffle_seed: Optional[int] = None,
+                    return_std: bool = False) -> Union[float, Tuple[float, float]]:
+    """Inception Score of classifier logits: per split of the rows, exp(mean over its rows of
+    KL(p(y|x) ‖ p̄(y))), with p(y|x) = softmax(logits) and p̄ the split's mean of p; then the mean over the
+    splits. Computed in float64 (log p from log-softmax), on the logits' device.
+
+    Two split conventions, each its anchor's:
+
+    - ADM's evaluator (guided-diffusion ``evaluations/evaluator.py``, the default): consecutive splits of
+      ``split_size`` rows in the given order, [0, s), [s, 2s), ..., the last one shorter when s does not
+      divide N. (The evaluator itself computes in float32: a few 1e-6 relative from float64, 4e-6 measured.)
+    - torch-fidelity's ``isc`` (``isc_features_to_metric``): ``splits=10, shuffle_seed=2020,
+      return_std=True``: the rows permuted by ``np.random.RandomState(2020).permutation(N)``, then cut into
+      ``splits`` parts at i·N // splits.
+
+    Args:
+        logits: N×C real logits (unnormalised log-probabilities: the ADM evaluator's pool_3 @ W without the
+            bias, over C = 1008 classes), finite, any real dtype; N ≥ 1, C ≥ 2.
+        split_size: rows per split (ADM's convention), ≥ 1; not used when ``splits`` is given.
+        splits: the number of near-equal splits (torch-fidelity's convention), 1 ≤ splits ≤ N.
+        shuffle_seed: when given (0 ≤ seed < 2³²), the rows are first permuted by
+            ``np.random.RandomState(shuffle_seed).permutation(N)``, with either convention.
+        return_std: also return the standard deviation of the splits' scores (numpy's, ddof 0, as
+            torch-fidelity's ``inception_score_std``).
+    Returns:
+        The score (≥ 1, ≤ C), a Python float; with ``return_std`` (mean, std).
+    """
+    if not isinstance(logits, torch.Tensor) and not np.issubdtype(np.asarray(logits).dtype, np.number):
+        raise FidfastError(f"logits must be real numbers, got {np.asarray(logits).dtype}")
+    x = logits.detach() if isinstance(logits, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(logits))
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:
+        raise FidfastError(f"logits must be an N×C array with N ≥ 1 and C ≥ 2, got shape {tuple(x.shape)}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise FidfastError(f"logits must be real numbers, got {x.dtype}")
+    n = x.shape[0]
+    if splits is None:
+        if isinstance(split_size, bool) or not isinstance(split_size, (int, np.integer)) or split_size < 1:
+            raise FidfastError(f"split_size must be a whole number ≥ 1, got {split_size!r}")
+        bounds = [(start, min(n, start + int(split_size))) for start in range(0, n, int(split_size))]
+    else:
+        if split_size != ADM_SPLIT_SIZE:
+            raise FidfastError(f"give split_size (ADM's consecutive splits) or splits (torch-fidelity's), not "
+                               f"both: got split_size={split_size!r} and splits={splits!r}")
+        if isinstance(splits, bool) or not isinstance(splits, (int, np.integer)) or not 1 <= splits <= n:
+            raise FidfastError(f"splits must be a whole number from 1 to the number of rows ({n}), got {splits!r}")
+        bounds = [(i * n // splits, (i + 1) * n // splits) for i in range(int(splits))]
+    if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, (int, np.integer))
+                                     or not 0 <= shuffle_seed < 2 ** 32):
+        raise FidfastError(f"shuffle_seed must be a whole number from 0 to 2**32 - 1, or None, got {shuffle_seed!r}")
+    x = x.to(torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise FidfastError("logits hold non-finite values (NaN or inf)")
+    if shuffle_seed is not None:
+        x = x[torch.from_numpy(np.random.RandomState(int(shuffle_seed)).permutation(n)).to(x.device)]
+    log_p = torch.log_softmax(x, dim=1)
+    p = log_p.exp()
+    scores = []
+    for start, stop in bounds:
+        mean_p = p[start:stop].mean(0)
+        log_mean = torch.where(mean_p > 0, mean_p, 1).log()  # a class without probability in the split adds 0
+        kl = (p[start:stop] * (log_p[start:stop] - log_mean)).sum(1).mean()
+        scores.append(float(kl.exp()))
+    mean = float(np.mean(scores))
+    return (mean, float(np.std(scores))) if return_std else mean
