@@ -17,13 +17,14 @@ import torch
 from fidfast import fid_score, inception, native
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
-from fidfast.metrics import FID, calculate_fid, calculate_kid, kernel_inception_distance
-from fidfast.neighbours import prdc
+from fidfast.metrics import FID, calculate_fid, calculate_kid, inception_score, kernel_inception_distance
+from fidfast.neighbours import improved_precision_recall, prdc
 from fidfast.pipeline import compute_features, compute_stats
 from fidfast.settings import Settings
 from fidfast.sources import open_npz_images
 from fidfast.stats import FeatureStats
 from fidfast.subsample import fid_bootstrap, fid_infinity
+from fidfast.suite import adm_suite
 from fidfast.training import FrechetInceptionDistance, KernelInceptionDistance
 from fidfast.version import __version__
 from fidfast.weights import resolve_weights
@@ -31,7 +32,8 @@ from fidfast.weights import resolve_weights
 __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_distance", "compute_stats",
            "compute_features", "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid",
            "kernel_inception_distance", "prdc", "fid_infinity", "fid_bootstrap", "FrechetInceptionDistance",
-           "KernelInceptionDistance", "backend_info", "open_npz_images"]
+           "KernelInceptionDistance", "backend_info", "open_npz_images",
+           "adm_suite", "inception_score", "improved_precision_recall"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

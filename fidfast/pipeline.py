@@ -182,7 +182,7 @@ def _accumulate(images: Images, settings: Settings, keep_features: bool
     return stats, skipped, torch.cat(kept) if kept else torch.empty(0, settings.dims)
 
 
-def _share(opened: Images) -> Images:
+def share(opened: Images) -> Images:
     """This rank's share: a contiguous block of image files or of an .npz's images; other in-memory batches
     are each rank's own."""
     if isinstance(opened, ImageFiles):
@@ -193,7 +193,9 @@ def _share(opened: Images) -> Images:
     return opened
 
 
-def _finish(stats: FeatureStats, skipped: int, settings: Settings, label: str) -> FeatureStats:
+def finish(stats: FeatureStats, skipped: int, settings: Settings, label: str) -> FeatureStats:
+    """Merged statistics made final: at least one image (else one error naming the input), what computed
+    them recorded in their meta, unreadable images reported, on the CPU."""
     if stats.n == 0:
         raise FidfastError(f"{label}: no images" + (f" (all {skipped} were unreadable)" if skipped else ""))
     stats.meta.update(skipped=skipped, precision=settings.precision, dims=settings.dims, protocol=settings.protocol,
@@ -267,9 +269,9 @@ def statistics(source: Source, settings: Settings) -> FeatureStats:
             log.info("fidfast: %s: statistics from the cache (%s images)", opened.label, hit.n)
             report_skipped(hit, opened.label)
             return hit
-    stats, skipped, _ = _accumulate(_share(opened), settings, keep_features=False)
+    stats, skipped, _ = _accumulate(share(opened), settings, keep_features=False)
     stats, skipped = distributed.merge(stats, skipped)
-    stats = _finish(stats, skipped, settings, opened.label)
+    stats = finish(stats, skipped, settings, opened.label)
     if key is not None and distributed.is_primary():
         cache.store(key, stats)
     return stats
@@ -306,10 +308,10 @@ def features(source: Source, settings: Settings) -> Tuple[FeatureStats, torch.Te
     if isinstance(opened, FeatureStats):
         raise FidfastError(f"{source}: a statistics file holds no features; KID, prdc, fid-inf and fid-ci need "
                            "images")
-    stats, skipped, kept = _accumulate(_share(opened), settings, keep_features=True)
+    stats, skipped, kept = _accumulate(share(opened), settings, keep_features=True)
     stats, skipped = distributed.merge(stats, skipped)
     kept = distributed.concatenate(kept)
-    return _finish(stats, skipped, settings, opened.label), kept
+    return finish(stats, skipped, settings, opened.label), kept
 
 
 def compute_stats(samples: Source, **settings) -> FeatureStats:

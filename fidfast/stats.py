@@ -243,27 +243,30 @@ class FeatureStats:
         return self
 
     # -- files --------------------------------------------------------------------------------------
-    def npz_bytes(self, spatial: Optional["FeatureStats"] = None) -> bytes:
+    def npz_bytes(self, spatial: Optional["FeatureStats"] = None, features: Optional[np.ndarray] = None) -> bytes:
         """The .npz file's bytes: mu and sigma (what pytorch-fid reads), n, fidfast's format and meta; with
         ``spatial``, also mu_s and sigma_s (the ADM suite's sFID statistics, as guided-diffusion's reference
-        batches hold them). Statistics of one image (a shard to merge later) carry a zero ``sigma``: their
+        batches hold them), with ``features`` the features themselves (``pool_features``: the suite's
+        precision and recall need them, where the evaluator's reference batch holds the images). Statistics of one image (a shard to merge later) carry a zero ``sigma``: their
         co-moment, which ``n`` = 1 makes exact to merge."""
         sigma = self.sigma if self._n is None or self._n >= 2 else self._comoment.cpu().numpy()
         fields = {"mu": self.mu, "sigma": sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
         if spatial is not None:
             fields.update(mu_s=spatial.mu, sigma_s=spatial.sigma)
+        if features is not None:
+            fields["pool_features"] = np.asarray(features, dtype=np.float32)
         if self._n is not None:
             fields["n"] = np.int64(self._n)
         fields.update({f"meta_{k}": np.asarray(str(v)) for k, v in self.meta.items()})
         return serialized(lambda f: np.savez(f, **fields))
 
     def save(self, path: Union[str, os.PathLike], exclusive: bool = False,
-             spatial: Optional["FeatureStats"] = None) -> Path:
+             spatial: Optional["FeatureStats"] = None, features: Optional[np.ndarray] = None) -> Path:
         """Write an .npz readable by pytorch-fid (:meth:`npz_bytes`); atomic (write then rename; a failed
         write leaves nothing), with the permissions a plain ``np.savez`` would give. With ``exclusive``, an
         existing file is never replaced (FileExistsError, even when it appeared while these statistics were
         computed). Returns the path written (see :func:`npz_path`)."""
-        return atomic_write(npz_path(path), self.npz_bytes(spatial), exclusive=exclusive)
+        return atomic_write(npz_path(path), self.npz_bytes(spatial, features), exclusive=exclusive)
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], suffix: str = "") -> "FeatureStats":

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+import fidfast
 from fidfast import FidfastError
 from fidfast.features import eager_network
 from fidfast.network import CLASSES, POOL_DIMS, SPATIAL_DIMS
+from fidfast.preprocess import PROTOCOLS, network_input, pack
 from fidfast.weights import Weights, fid_helper_file, jit_load, quiet_jit, resolve_weights
 
-from .helpers import make_rng, natural_image, rel, requires_fid_helper
+from .helpers import make_rng, natural_image, reference_fid, rel, requires_fid_helper, warm_shift
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,7 @@ def classifier_weights(tmp_path_factory) -> Weights:
     state = dict(resolve_weights().state_dict())
     gen = torch.Generator().manual_seed(22)
     state["fc.weight"] = torch.randn(CLASSES, POOL_DIMS, generator=gen) * 0.4
+    state["fc.bias"] = torch.randn(CLASSES, generator=gen)  # unused by the Inception Score (as the evaluator)
     path = tmp_path_factory.mktemp("weights") / "with_fc.pth"
     torch.save(state, path)
     return Weights(str(path), "explicit")
@@ -59,3 +62,51 @@ def test_weights_without_a_classifier_are_refused_in_one_clear_error(tmp_path):
     torch.save(state, tmp_path / "no_fc.pth")
     with pytest.raises(FidfastError, match="no classifier layer.*pt_inception-2015-12-05"):
         Weights(str(tmp_path / "no_fc.pth"), "explicit").classifier()
+
+
+def test_the_five_numbers_are_their_anchors(tmp_path, classifier_weights):
+    # torch-fidelity's Inception (the same TF graph, its TF1 resize) on the same images and weights: FID,
+    # Inception Score and precision/recall; sFID against a float64 numpy twin on the graph's own mixed_6/conv.
+    # 256² images (the evaluator's usual; protocol tf's up- and downsampling is tested against torch-fidelity
+    # in test_protocols.py); the samples a little warmer, so that the sets overlap in part.
+    pytest.importorskip("torch_fidelity")
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_prc import calculate_precision_recall_part
+
+    rng = make_rng("five numbers")
+    ref = np.stack([natural_image(rng, 256, 256) for _ in range(20)])
+    samples = np.stack([warm_shift(natural_image(rng, 256, 256), 0.05) for _ in range(20)])
+    np.savez(tmp_path / "ref.npz", ref)
+    np.savez_compressed(tmp_path / "samples.npz", samples)
+    got = fidfast.adm_suite(tmp_path / "ref.npz", tmp_path / "samples.npz", device="cpu", num_workers=0,
+                            weights=classifier_weights.path, progress=False, cache=False, batch_size=8)
+
+    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                         feature_extractor_weights_path=classifier_weights.path).eval()
+    graph = jit_load(fid_helper_file()).eval()
+    layers = list(graph.net.layers.named_children())
+    pool, logits, spatial = [], [], []
+    for imgs in (ref, samples):
+        with torch.no_grad():
+            p, lg = theirs(torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous())
+            h = network_input(pack(torch.from_numpy(imgs)), torch.device("cpu"), torch.float32, PROTOCOLS["tf"])
+            for name, layer in layers[: [n for n, _ in layers].index("mixed_6")]:
+                h = layer(h)
+            s = quiet_jit(dict(layers)["mixed_6"].conv, h)[:, :7].permute(0, 2, 3, 1).reshape(len(imgs), -1)
+        pool.append(p.double().numpy())
+        logits.append(lg)
+        spatial.append(s.double().numpy())
+
+    def fid(a, b):
+        return reference_fid(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+    assert got["n_reference"] == got["n_samples"] == 20 and got["pr_k"] == 3
+    assert got["fid"] > 1 and rel(got["fid"], fid(*pool)) <= 1e-4  # rank 19 at d = 2048 amplifies ~1e-6
+    assert got["sfid"] > 1 and rel(got["sfid"], fid(*spatial)) <= 1e-4
+    isc = isc_features_to_metric(logits[1], splits=1, shuffle=False)  # ADM's one split of ≤ 5,000
+    assert got["inception_score"] > 1.05 and rel(got["inception_score"], isc["inception_score_mean"]) <= 1e-5
+    precision, recall = calculate_precision_recall_part(torch.from_numpy(pool[1]).float(),
+                                                        torch.from_numpy(pool[0]).float(), neighborhood=3)
+    assert 0 < got["precision"] < 1 or 0 < got["recall"] < 1
+    assert (got["precision"], got["recall"]) == pytest.approx((precision, recall), abs=1e-6)  # theirs: float32 means
