@@ -27,8 +27,9 @@ from fidfast.network import DIMS
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
 from fidfast.preprocess import PROTOCOLS
 from fidfast.settings import PRECISIONS, Settings
-from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES
-from fidfast.stats import npz_path
+from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES, open_source
+from fidfast.stats import FeatureStats, npz_path
+from fidfast.suite import adm_suite, suite_features, suite_settings
 from fidfast.subsample import fid_bootstrap, fid_infinity
 
 EXIT_USAGE = 2
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "density, coverage); fid-inf (FID extrapolated to infinitely many images of PATH2); fid-ci (a 95%% "
                    "bootstrap interval for the FID); all but fid need images, not .npz files, and come from the same "
                    "single pass over them; PATH1 is the real set (README: 'Beyond FID')")
+    p.add_argument("--suite", choices=["adm"], default=None,
+                   help="adm: guided-diffusion's evaluator's five numbers, PATH1 the reference (its .npz batch, or "
+                   "images), PATH2 the samples: Inception Score, FID, sFID, precision, recall (protocol tf, dims "
+                   "2048; the weights need pytorch-fid's classifier layer); with --save-stats, a reference file "
+                   "(README: 'The ADM suite')")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of random subsets")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: images per subset")
     p.add_argument("--prdc-k", type=int, default=5, help="prdc: the nearest neighbour that sets each ball's radius")
@@ -229,11 +235,9 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.deterministic:
         torch.backends.cudnn.deterministic = True  # kept by the pipeline's cuDNN settings
     launch.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
-    settings = Settings(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
-                        weights=args.weights,
-                        batch_size=args.batch_size, num_workers=args.num_workers,
-                        skip_bad_images=args.skip_bad_images, progress=False if (args.quiet or args.json) else None,
-                        cache=not args.no_cache, recursive=args.recursive, compile=args.compile)
+    if args.suite:
+        return _suite(args, output)
+    settings = _settings(args)
     start = time.perf_counter()
     primary = distributed.is_primary()  # only rank 0 prints or writes files
     if args.save_stats:
@@ -242,12 +246,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         stats = statistics(args.path[0], settings)
         if not primary:
             return 0
-        try:
-            stats.save(output, exclusive=True)
-        except FileExistsError:
-            if not output.exists():
-                raise
-            raise FidfastError(f"{output}: another run wrote this file meanwhile; not overwriting it") from None
+        _save_exclusively(output, lambda: stats.save(output, exclusive=True))
         if args.json:
             print(json.dumps({"saved": str(output), "dims": stats.dims, "protocol": stats.protocol,
                               "n_images": stats.n, "skipped": int(stats.meta.get("skipped", 0))}))
@@ -299,6 +298,61 @@ def run(argv: Optional[List[str]] = None) -> int:
     if "fid_ci" in result:
         say(f"FID {CI_LEVEL:.0%} CI:  {result['fid_ci'][0]} {result['fid_ci'][1]}", sys.stdout)
     return 0
+
+
+def _settings(args: argparse.Namespace, **changes) -> Settings:
+    return Settings(**{**dict(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
+                              weights=args.weights, batch_size=args.batch_size, num_workers=args.num_workers,
+                              skip_bad_images=args.skip_bad_images,
+                              progress=False if (args.quiet or args.json) else None, cache=not args.no_cache,
+                              recursive=args.recursive, compile=args.compile), **changes})
+
+
+def _suite(args: argparse.Namespace, output: Optional[Path]) -> int:
+    """--suite adm: the evaluator's five numbers, or (--save-stats) a reference file for them."""
+    if args.metrics != "fid":
+        raise FidfastError("--suite adm computes its own five numbers; leave out --metrics")
+    if args.compile:
+        raise FidfastError("--suite adm runs the TorchScript network (its three heads are not compiled); leave out "
+                           "--compile")
+    settings = suite_settings(_settings(args))
+    start = time.perf_counter()
+    if output is not None:
+        opened = open_source(args.path[0], settings.recursive)
+        if isinstance(opened, FeatureStats):
+            raise FidfastError(f"{args.path[0]}: --suite adm --save-stats needs images")
+        ran = suite_features(opened, settings, keep=True)
+        if distributed.is_primary():
+            _save_exclusively(output, lambda: ran.pool.save(output, exclusive=True, spatial=ran.spatial,
+                                                            features=ran.features.numpy()))
+            if args.json:
+                print(json.dumps({"saved": str(output), "suite": "adm", "n_images": ran.pool.n,
+                                  "skipped": int(ran.pool.meta.get("skipped", 0))}))
+        return 0
+    result = adm_suite(args.path[0], args.path[1], **{
+        name: getattr(settings, name) for name in ("device", "precision", "batch_size", "num_workers",
+                                                   "skip_bad_images", "progress", "cache", "recursive")},
+        weights=settings.inception_weights)
+    if not distributed.is_primary():
+        return 0
+    if args.json:
+        print(json.dumps({**result, "suite": "adm", "device": str(settings.device),
+                          "seconds": round(time.perf_counter() - start, 3)}))
+        return 0
+    for name, label in (("inception_score", "Inception Score"), ("fid", "FID"), ("sfid", "sFID"),
+                        ("precision", "Precision"), ("recall", "Recall")):
+        say(f"{label}: {result[name]}", sys.stdout)
+    return 0
+
+
+def _save_exclusively(output: Path, save) -> None:
+    """``save()`` a new file at ``output``; one that another run wrote meanwhile is kept, and said so."""
+    try:
+        save()
+    except FileExistsError:
+        if not output.exists():
+            raise
+        raise FidfastError(f"{output}: another run wrote this file meanwhile; not overwriting it") from None
 
 
 def _metrics(args: argparse.Namespace) -> List[str]:

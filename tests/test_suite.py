@@ -2,6 +2,8 @@
 that graph's modules, not a re-implementation), and each number is its anchor's."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,9 +13,11 @@ from fidfast import FidfastError
 from fidfast.features import eager_network
 from fidfast.network import CLASSES, POOL_DIMS, SPATIAL_DIMS
 from fidfast.preprocess import PROTOCOLS, network_input, pack
+from fidfast.suite import ADM_METRICS
 from fidfast.weights import Weights, fid_helper_file, jit_load, quiet_jit, resolve_weights
 
-from .helpers import make_rng, natural_image, reference_fid, rel, requires_fid_helper, warm_shift
+from .helpers import (assert_one_line_error, fidfast_cli, make_rng, natural_image, reference_fid, rel,
+                      requires_fid_helper, warm_shift)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +114,34 @@ def test_the_five_numbers_are_their_anchors(tmp_path, classifier_weights):
                                                         torch.from_numpy(pool[0]).float(), neighborhood=3)
     assert 0 < got["precision"] < 1 or 0 < got["recall"] < 1
     assert (got["precision"], got["recall"]) == pytest.approx((precision, recall), abs=1e-6)  # theirs: float32 means
+
+
+def test_the_command_line_prints_the_five_numbers_and_saves_a_reference(tmp_path, classifier_weights):
+    rng = make_rng("suite cli")
+    np.savez(tmp_path / "ref.npz", np.stack([natural_image(rng, 96, 96) for _ in range(8)]))
+    np.savez(tmp_path / "samples.npz", np.stack([warm_shift(natural_image(rng, 96, 96), 0.05) for _ in range(8)]))
+    common = ["--suite", "adm", "--device", "cpu", "--weights", classifier_weights.path, "--num-workers", "0"]
+    out = fidfast_cli(tmp_path / "ref.npz", tmp_path / "samples.npz", *common, "--json", check_rc=0)
+    direct = json.loads(out.stdout)
+    assert set(ADM_METRICS) <= set(direct) and direct["protocol"] == "tf" and direct["n_samples"] == 8
+    text = fidfast_cli(tmp_path / "ref.npz", tmp_path / "samples.npz", *common, check_rc=0).stdout.splitlines()
+    assert [line.split(":")[0] for line in text] == ["Inception Score", "FID", "sFID", "Precision", "Recall"]
+    # a reference file of fidfast's (statistics, spatial statistics, pool features) serves as the batch did
+    fidfast_cli(tmp_path / "ref.npz", tmp_path / "ref_stats.npz", "--save-stats", *common, check_rc=0)
+    via_file = json.loads(fidfast_cli(tmp_path / "ref_stats.npz", tmp_path / "samples.npz", *common, "--json",
+                                      check_rc=0).stdout)
+    for name in ADM_METRICS:
+        assert via_file[name] == pytest.approx(direct[name], rel=1e-9), name
+
+
+def test_suite_errors_are_one_line(tmp_path):
+    rng = make_rng("suite errors")
+    np.savez(tmp_path / "a.npz", np.stack([natural_image(rng, 40, 40) for _ in range(4)]))
+    a = tmp_path / "a.npz"
+    for extra, fragment in ((["--protocol", "clean"], "protocol tf"), (["--dims", "64"], "dims 2048"),
+                            (["--metrics", "kid"], "leave out --metrics")):
+        assert_one_line_error(fidfast_cli(a, a, "--suite", "adm", "--device", "cpu", *extra), fragment)
+    state = dict(resolve_weights().state_dict())
+    torch.save(state, tmp_path / "no_fc.pth")
+    assert_one_line_error(fidfast_cli(a, a, "--suite", "adm", "--device", "cpu", "--weights", tmp_path / "no_fc.pth"),
+                          "no classifier layer")
