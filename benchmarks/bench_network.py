@@ -2,8 +2,8 @@
 """The Inception stage alone on a GPU: which way of running the network is fastest, and what each costs.
 
 Weights are seeded random ones, calibrated so every layer's activations have a photo-like scale (speed
-does not depend on the values; fp16 overflow would), or the real ones (--weights). Each variant maps the same N×3×299×299 batch to
-N×2048 features; timed with CUDA events (median of --repeat passes after a warm-up), its fixed cost
+does not depend on the values; fp16 overflow would), or the real ones (--weights). Each variant maps the
+same N×3×299×299 batch to N×2048 features; timed with CUDA events (median of --repeat passes after a warm-up), its fixed cost
 (build, autotuning, compilation: the first call) separately, and its features' largest difference from
 the float64 eager network relative to the features' scale.
 

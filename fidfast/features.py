@@ -79,8 +79,8 @@ def _cache_key(weights: Weights, dims: int, device: torch.device, precision: str
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpu = f"{props.name}|{props.major}.{props.minor}|{torch.version.cuda}"
-    key = hashlib.sha256(f"{__version__}|{torch.__version__}|{gpu}|{weights.digest}|{dims}|{precision}|{extra}|".encode()
-                         + Path(network.__file__).read_bytes() + Path(__file__).read_bytes())
+    what = f"{__version__}|{torch.__version__}|{gpu}|{weights.digest}|{dims}|{precision}|{extra}|"
+    key = hashlib.sha256(what.encode() + Path(network.__file__).read_bytes() + Path(__file__).read_bytes())
     return key.hexdigest()[:20]
 
 

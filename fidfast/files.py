@@ -69,8 +69,8 @@ def serialized(save: Callable[[io.BytesIO], None]) -> bytes:
 def atomic_write(dst: os.PathLike, write: Union[bytes, Callable[[str], None]], *, sidecar: bool = False,
                  exclusive: bool = False) -> Path:
     """``write(tmp_path)`` (or ``write``'s bytes), then rename the result to ``dst``: a reader sees the old
-    file, the new one, or none, never a partial one; a failed write leaves nothing. The file gets the permissions a plain write would (mkstemp
-    alone makes it private). With ``sidecar``, ``dst.sha256`` holds its SHA-256, renamed into place
+    file, the new one, or none, never a partial one; a failed write leaves nothing. The file gets the
+    permissions a plain write would (mkstemp alone makes it private). With ``sidecar``, ``dst.sha256`` holds its SHA-256, renamed into place
     first, so that :func:`is_intact` rejects a half-replaced pair. With ``exclusive``, the last step
     never replaces a file: it raises FileExistsError when ``dst`` exists by then (another process may
     have written it since the caller looked). Returns ``dst`` as a Path."""

@@ -247,8 +247,9 @@ class FeatureStats:
         """The .npz file's bytes: mu and sigma (what pytorch-fid reads), n, fidfast's format and meta; with
         ``spatial``, also mu_s and sigma_s (the ADM suite's sFID statistics, as guided-diffusion's reference
         batches hold them), with ``features`` the features themselves (``pool_features``: the suite's
-        precision and recall need them, where the evaluator's reference batch holds the images). Statistics of one image (a shard to merge later) carry a zero ``sigma``: their
-        co-moment, which ``n`` = 1 makes exact to merge."""
+        precision and recall need them, where the evaluator's reference batch holds the images). Statistics
+        of one image (a shard to merge later) carry a zero ``sigma``: their co-moment, which ``n`` = 1 makes
+        exact to merge."""
         sigma = self.sigma if self._n is None or self._n >= 2 else self._comoment.cpu().numpy()
         fields = {"mu": self.mu, "sigma": sigma, "fidfast_format": np.int64(FORMAT_VERSION)}
         if spatial is not None:
