@@ -21,19 +21,20 @@ import torch
 from fidfast import backend_info, cache, distributed, launch
 from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
-from fidfast.metrics import check_kid_options, kernel_inception_distance
-from fidfast.neighbours import prdc
+from fidfast.metrics import check_kid_options, inception_score, kernel_inception_distance
+from fidfast.neighbours import improved_precision_recall, prdc
 from fidfast.network import DIMS
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
 from fidfast.preprocess import PROTOCOLS
 from fidfast.settings import PRECISIONS, Settings
 from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES, open_source
 from fidfast.stats import FeatureStats, npz_path
-from fidfast.suite import adm_suite, suite_features, suite_settings
+from fidfast.suite import PR_K, adm_suite, suite_features, suite_settings
 from fidfast.subsample import fid_bootstrap, fid_infinity
 
 EXIT_USAGE = 2
-METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci")
+SUITE_PARTS = ("is", "sfid", "pr")  # the ADM suite's own: its one pass (three heads), protocol tf
+METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci", *SUITE_PARTS)
 FEATURE_METRICS = ("kid", "prdc", "fid-inf", "fid-ci")  # need the features themselves, not statistics files
 CI_LEVEL = 0.95
 
@@ -84,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", choices=METHODS, help="Fréchet distance method")
     p.add_argument("--metrics", default="fid", help="comma-separated, any of: fid; kid; prdc (precision, recall, "
                    "density, coverage); fid-inf (FID extrapolated to infinitely many images of PATH2); fid-ci (a 95%% "
-                   "bootstrap interval for the FID); all but fid need images, not .npz files, and come from the same "
-                   "single pass over them; PATH1 is the real set (README: 'Beyond FID')")
+                   "bootstrap interval for the FID); is (Inception Score of PATH2), sfid, pr (precision and recall, "
+                   "k = 3: the ADM suite's, README: 'The ADM suite'); all but fid need images, not statistics files, "
+                   "and come from the same single pass over them; PATH1 is the real set (README: 'Beyond FID')")
     p.add_argument("--suite", choices=["adm"], default=None,
                    help="adm: guided-diffusion's evaluator's five numbers, PATH1 the reference (its .npz batch, or "
                    "images), PATH2 the samples: Inception Score, FID, sFID, precision, recall (protocol tf, dims "
@@ -252,8 +254,17 @@ def run(argv: Optional[List[str]] = None) -> int:
                               "n_images": stats.n, "skipped": int(stats.meta.get("skipped", 0))}))
         return 0
 
-    kid = None
-    if any(m in metrics for m in FEATURE_METRICS):  # one pass over the images: statistics and features
+    kid = suite = None
+    if any(m in metrics for m in SUITE_PARTS):  # the suite's pass: pool and spatial statistics, features, logits
+        settings = suite_settings(settings)
+        suite = [suite_features(_images(p, settings), settings) for p in args.path]
+        (s1, f1), (s2, f2) = ((r.pool, r.features) for r in suite)
+        if "fid" in metrics:
+            for s, p in ((s1, args.path[0]), (s2, args.path[1])):
+                check_fid_input(s, p)
+        if "kid" in metrics:
+            kid = kernel_inception_distance(f1, f2, args.kid_subsets, args.kid_subset_size)
+    elif any(m in metrics for m in FEATURE_METRICS):  # one pass over the images: statistics and features
         (s1, f1), (s2, f2) = (features(p, settings) for p in args.path)
         check_same_protocol(s1, s2)
         if "fid" in metrics:
@@ -272,6 +283,13 @@ def run(argv: Optional[List[str]] = None) -> int:
         result["kid"], result["kid_std"] = kid
     if any(m in metrics for m in ("prdc", "fid-inf", "fid-ci")):  # computed where the features were made
         f1, f2 = f1.to(settings.device), f2.to(settings.device)
+    if "is" in metrics:
+        result["inception_score"] = inception_score(suite[1].logits)
+    if "sfid" in metrics:
+        a, b = (r.spatial for r in suite)
+        result["sfid"] = frechet_distance(a.mean, a.covariance, b.mean, b.covariance, method=args.method)
+    if "pr" in metrics:
+        result["pr"] = {**improved_precision_recall(f1.to(settings.device), f2.to(settings.device), PR_K), "k": PR_K}
     if "prdc" in metrics:
         result["prdc"] = {**prdc(f1, f2, args.prdc_k), "k": args.prdc_k}
     if "fid-inf" in metrics:
@@ -297,7 +315,22 @@ def run(argv: Optional[List[str]] = None) -> int:
         say(f"FID-inf:  {result['fid_inf']}", sys.stdout)
     if "fid_ci" in result:
         say(f"FID {CI_LEVEL:.0%} CI:  {result['fid_ci'][0]} {result['fid_ci'][1]}", sys.stdout)
+    if "inception_score" in result:
+        say(f"Inception Score:  {result['inception_score']}", sys.stdout)
+    if "sfid" in result:
+        say(f"sFID:  {result['sfid']}", sys.stdout)
+    for name in ("precision", "recall"):
+        if "pr" in result:
+            say(f"{name.capitalize()} (k={PR_K}):  {result['pr'][name]}", sys.stdout)
     return 0
+
+
+def _images(path: str, settings: Settings):
+    """An input's images, for metrics that need more than statistics."""
+    opened = open_source(path, settings.recursive)
+    if isinstance(opened, FeatureStats):
+        raise FidfastError(f"{path}: a statistics file holds no images; --metrics {', '.join(SUITE_PARTS)} need them")
+    return opened
 
 
 def _settings(args: argparse.Namespace, **changes) -> Settings:
@@ -318,10 +351,7 @@ def _suite(args: argparse.Namespace, output: Optional[Path]) -> int:
     settings = suite_settings(_settings(args))
     start = time.perf_counter()
     if output is not None:
-        opened = open_source(args.path[0], settings.recursive)
-        if isinstance(opened, FeatureStats):
-            raise FidfastError(f"{args.path[0]}: --suite adm --save-stats needs images")
-        ran = suite_features(opened, settings, keep=True)
+        ran = suite_features(_images(args.path[0], settings), settings, keep=True)
         if distributed.is_primary():
             _save_exclusively(output, lambda: ran.pool.save(output, exclusive=True, spatial=ran.spatial,
                                                             features=ran.features.numpy()))

@@ -254,7 +254,7 @@ def test_every_metric_from_one_pass_equals_the_python_api(image_dirs):
 
 def test_bad_metric_options_are_one_line_errors(image_dirs, tmp_path):
     a, b = image_dirs
-    assert_one_line_error(fidfast_cli(a, b, "--metrics", "fid,pr"), "unknown metric(s) pr", "fid-inf")
+    assert_one_line_error(fidfast_cli(a, b, "--metrics", "fid,pdrc"), "unknown metric(s) pdrc", "fid-inf", "sfid")
     assert_one_line_error(fidfast_cli(a, b, "--metrics", "prdc", "--prdc-k", "0"), "--prdc-k must be ≥ 1")
     assert_one_line_error(fidfast_cli(a, b, "--metrics", "fid-ci", "--fid-ci-resamples", "1"), "--fid-ci-resamples")
     np.savez(tmp_path / "s.npz", mu=np.ones(64), sigma=np.eye(64))

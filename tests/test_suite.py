@@ -132,6 +132,14 @@ def test_the_command_line_prints_the_five_numbers_and_saves_a_reference(tmp_path
                                       check_rc=0).stdout)
     for name in ADM_METRICS:
         assert via_file[name] == pytest.approx(direct[name], rel=1e-9), name
+    # the parts through --metrics, beside others, from the same one pass
+    parts = json.loads(fidfast_cli(tmp_path / "ref.npz", tmp_path / "samples.npz", "--metrics", "fid,is,sfid,pr,kid",
+                                   "--kid-subset-size", "4", *common[2:], "--json", check_rc=0).stdout)
+    assert (parts["fid"], parts["inception_score"], parts["sfid"]) == (direct["fid"], direct["inception_score"],
+                                                                       direct["sfid"])
+    assert (parts["pr"]["precision"], parts["pr"]["recall"], parts["pr"]["k"]) == (direct["precision"],
+                                                                                   direct["recall"], 3)
+    assert parts["protocol"] == "tf" and np.isfinite(parts["kid"])  # 8 images: an unbiased KID may be < 0
 
 
 def test_suite_errors_are_one_line(tmp_path):
