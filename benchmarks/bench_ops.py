@@ -33,7 +33,8 @@ import torch
 from core import RESULTS, device_kind, machine_info, synchronize, time_passes, write_results
 
 from fidfast import frechet, native, stats
-from fidfast.preprocess import PROTOCOLS, PackedBatch, pack, resize_normalize, resize_normalize_reference
+from fidfast.preprocess import (PROTOCOLS, PackedBatch, pack, protocols_of, resize_normalize,
+                                resize_normalize_reference)
 
 D = 2048
 
@@ -116,7 +117,7 @@ def bench_protocols(warmup: int, repeats: int) -> list:
     batch = pack(images)
     cpu = torch.device("cpu")
     rows = []
-    for name, protocol in PROTOCOLS.items():
+    for name, protocol in ((n, PROTOCOLS[n]) for n in protocols_of("inception")):
         timings = {"fidfast": ("native resize_normalize", lambda: resize_normalize(batch, protocol=protocol))}
         if anchors()[name] is not None:
             label, fn = anchors()[name]
@@ -179,7 +180,7 @@ def markdown(info: dict, device: str, ops: list, frechet_rows: list, protocol_ro
     if protocol_rows:
         lines += ["", "## Each protocol's preprocessing, 50 × 375×500×3 uint8 → 50×3×299×299 (median)", "",
                   "| protocol | fidfast (native op) | the tool's own | speedup |", "|---|---:|---:|---:|"]
-        for name in PROTOCOLS:
+        for name in protocols_of("inception"):
             ours = next(r for r in protocol_rows if r["protocol"] == name and r["impl"] == "fidfast")
             theirs = next((r for r in protocol_rows if r["protocol"] == name and r["impl"] == "anchor"), None)
             lines.append(f"| {name} | {ours['images_per_s']:.0f} img/s | " + (

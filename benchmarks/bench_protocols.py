@@ -24,7 +24,7 @@ from PIL import Image
 
 import fidfast
 from fidfast.demo import natural_image
-from fidfast.preprocess import PROTOCOLS
+from fidfast.preprocess import protocols_of
 
 
 def mixed_folder(work: Path, n: int) -> Path:
@@ -46,7 +46,7 @@ def markdown(results: dict) -> str:
              f"{(m['git_commit'] or 'unknown')[:10]}{' + uncommitted changes' if m['git_dirty'] else ''}. "
              f"dims {results['dims']}, fp32 on the CPU. Images: {results['images']}.", "",
              "| protocol | " + " | ".join(results["pairs"]) + " |", "| --- |" + " ---: |" * len(results["pairs"])]
-    for protocol in PROTOCOLS:
+    for protocol in protocols_of("inception"):
         cells = []
         for pair in results["pairs"]:
             fid, ref = results["fid"][pair][protocol], results["fid"][pair]["pytorch-fid"]
@@ -73,7 +73,7 @@ def main() -> None:
                "machine": machine_info(torch.device("cpu")), "pairs": list(pairs), "fid": {}}
     for name, (x, y) in pairs.items():
         results["fid"][name] = {}
-        for protocol in PROTOCOLS:
+        for protocol in protocols_of("inception"):
             with warnings.catch_warnings():  # N < dims: said once in the report, not per FID
                 warnings.simplefilter("ignore")
                 fid = fidfast.calculate_fid(x, y, protocol=protocol, dims=args.dims, device="cpu", precision="fp32",

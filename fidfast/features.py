@@ -239,8 +239,11 @@ def module_width(module: nn.Module, device: torch.device) -> int:
 
 
 def module_digest(module: nn.Module) -> str:
-    """A fingerprint of a features module: its class, input size and every parameter and buffer, by value
-    (the statistics cache's key: other weights, other entry)."""
+    """A fingerprint of a features module: its ``fingerprint`` attribute where it has one (fidfast's own
+    networks: their weights file's digest), else its class, input size and every parameter and buffer, by
+    value (the statistics cache's key: other weights, other entry)."""
+    if getattr(module, "fingerprint", ""):
+        return hashlib.sha256(str(module.fingerprint).encode()).hexdigest()
     h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}|{module_input_size(module)}\n".encode())
     for name, t in module.state_dict().items():
         if torch.is_tensor(t):

@@ -6,17 +6,23 @@ the samples' features plus one d×d symmetric eigenvalue solve.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from fidfast.dinov2 import dinov2_network
 from fidfast.errors import FidfastError, warn
 from fidfast.frechet import check_method, covariance_factor, frechet_distance, frechet_distance_to_factored
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
-from fidfast.settings import Settings
+from fidfast.preprocess import PROTOCOLS, protocols_of
+from fidfast.settings import Settings, resolve_device, resolve_precision
 from fidfast.sources import Source, open_source
 from fidfast.stats import FeatureStats
+
+
+DINOV2_PROTOCOL = "edm2"
 
 
 class FID:
@@ -66,6 +72,35 @@ def calculate_fid(a: Source, b: Source, method: str = "auto", **settings) -> flo
     :func:`fidfast.frechet_distance`); the other keyword arguments are :class:`fidfast.Settings`' fields."""
     check_method(method)  # before any image is read
     s1, s2 = statistics_pair(a, b, Settings(**settings))
+    return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
+
+
+def dinov2_settings(weights: Union[str, os.PathLike, None] = None, protocol: Optional[str] = None,
+                    **settings) -> Settings:
+    """The settings of an FD_DINOv2 pass: FAIR's DINOv2 ViT-L/14 (:func:`fidfast.dinov2.dinov2_network`) as
+    the features module, fed by ``protocol`` (``edm2``, the default, or ``dgm-eval``), in ``precision``
+    (auto: fp16 on CUDA); the other keyword arguments are :class:`Settings`' fields."""
+    protocol = protocol or DINOV2_PROTOCOL
+    if PROTOCOLS.get(protocol) is None or PROTOCOLS[protocol].network != "dinov2":
+        raise FidfastError(f"FD_DINOv2's protocols are {', '.join(protocols_of('dinov2'))}, not {protocol!r}")
+    for name in ("dims", "features"):
+        if settings.get(name) is not None:
+            raise FidfastError(f"FD_DINOv2 runs DINOv2 ViT-L/14 (1024 features); {name}= does not apply")
+    device = resolve_device(settings.pop("device", None))
+    precision = resolve_precision(settings.pop("precision", "auto"), device)
+    return Settings(features=dinov2_network(weights, device, precision), protocol=protocol, device=device,
+                    **settings)
+
+
+def fd_dinov2(a: Source, b: Source, weights: Union[str, os.PathLike, None] = None, protocol: Optional[str] = None,
+              method: str = "auto", **settings) -> float:
+    """FD_DINOv2 (Stein et al. 2023; EDM2 reports it): the Fréchet distance between the DINOv2 ViT-L/14 CLS
+    features of two inputs of any kind. ``weights``: FAIR's ``dinov2_vitl14_pretrain.pth`` (default: as
+    :func:`fidfast.dinov2.resolve_dinov2_weights` finds it); ``protocol``: ``edm2`` (EDM2's float32
+    antialiased bicubic to 224, the default) or ``dgm-eval`` (PIL's 8-bit bicubic: dgm-eval's, and EDM2's
+    ``resize_mode="pil"``); ``method``: the Fréchet distance's; the rest: :class:`fidfast.Settings`' fields."""
+    check_method(method)
+    s1, s2 = statistics_pair(a, b, dinov2_settings(weights, protocol, **settings))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
 
 

@@ -197,6 +197,25 @@ def antialiased_bilinear_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor
     return _taps(first, _divide_by_row_sums(weights), in_size)
 
 
+def antialiased_bicubic_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """ATen's ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)`` along one axis
+    (UpSampleKernel.cpp ``_compute_weights_aa`` with Keys' cubic, a = −0.5): the kernel stretched by the
+    downscale factor (support 2·scale, else 2), truncated to the image, normalised; in float32 as ATen
+    computes it for float images (equal to its resize to float32 rounding, see the tests)."""
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    support, invscale = (f32(2.0) * scale, f32(1.0 / np.float64(scale))) if scale >= 1.0 else (f32(2.0), f32(1.0))
+    center = (np.float64(scale) * (np.arange(out_size) + 0.5)).astype(f32)
+    first, past = _span(center - support, center + support, in_size)
+    offset = ((np.arange(past.shape[1])[None, :] + first[:, None]).astype(f32) - center[:, None]).astype(f32)
+    x = np.abs(((offset.astype(np.float64) + 0.5) * np.float64(invscale)).astype(f32))
+    near = ((f32(1.5) * x - f32(2.5)) * x * x + f32(1.0)).astype(f32)
+    far = (((f32(-0.5) * x + f32(2.5)) * x - f32(4.0)) * x + f32(2.0)).astype(f32)
+    weights = np.where(x < 1.0, near, np.where(x < 2.0, far, f32(0.0))).astype(f32)
+    weights[past] = 0.0
+    return _taps(first, _divide_by_row_sums(weights), in_size)
+
+
 @dataclass(frozen=True)
 class Protocol:
     """How one FID tool turns pixels into network input.
@@ -204,6 +223,9 @@ class Protocol:
     The native op computes clamp(((resampled p / divisor) − shift) · scale, lo, hi) through the tables of
     ``taps`` (scale a power of two, so the product equals the tool's division); ``resize`` and
     ``normalize`` are the tool's own arithmetic on float N×C×H×W tensors of p / divisor, the reference.
+    ``network`` is what the protocol feeds (``inception``, or ``dinov2``: a protocol of FD_DINOv2, whose
+    network normalises its own input); ``resize_uint8``, where set, resizes each uint8 H×W×C image to
+    size×size before anything else, as the tool does on 8-bit images (PIL's rounding included).
     """
 
     name: str
@@ -215,6 +237,8 @@ class Protocol:
     normalize: Callable[[torch.Tensor], torch.Tensor]
     lo: float = -math.inf
     hi: float = math.inf
+    network: str = "inception"
+    resize_uint8: Optional[Callable[[np.ndarray, int], np.ndarray]] = None
 
     def reference(self, x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
         """The PyTorch twin: float N×C×H×W of p / divisor → N×C×size×size network input."""
@@ -256,6 +280,23 @@ def interpolate_antialiased(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torc
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+def interpolate_bicubic_antialiased(x: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """EDM2's resize for FD_DINOv2 (``resize_mode="torch"``): bicubic with ``antialias=True``, float32, no
+    clamping."""
+    return F.interpolate(x, size=(size, size), mode="bicubic", antialias=True)
+
+
+def pil_bicubic_uint8(img: np.ndarray, size: int) -> np.ndarray:
+    """dgm-eval's resize for FD_DINOv2 (torchvision's ``Resize`` of a PIL image; EDM2's
+    ``resize_mode="pil"``): PIL's bicubic on the 8-bit RGB image, rounded to uint8 as PIL rounds."""
+    rgb = np.ascontiguousarray(np.broadcast_to(img, (*img.shape[:2], 3)))
+    return np.array(Image.fromarray(rgb, "RGB").resize((size, size), Image.BICUBIC))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def from_0_255(x: torch.Tensor) -> torch.Tensor:
     """The TensorFlow Inception's normalisation of [0, 255] to [−1, 1]: (x − 128) / 128."""
     return (x - 128) / 128
@@ -276,8 +317,19 @@ PROTOCOLS = {p.name: p for p in (
              normalize=clipped_from_0_255, lo=-1.0, hi=127 / 128),
     Protocol(name="torchmetrics", divisor=1.0, shift=128.0, scale=1 / 128, taps=antialiased_bilinear_taps,
              resize=interpolate_antialiased, normalize=from_0_255),
+    # FD_DINOv2's: to 224² and [0, 1]; the network subtracts ImageNet's mean and divides by its std.
+    Protocol(name="edm2", divisor=255.0, shift=0.0, scale=1.0, taps=antialiased_bicubic_taps,
+             resize=interpolate_bicubic_antialiased, normalize=_identity, network="dinov2"),
+    Protocol(name="dgm-eval", divisor=255.0, shift=0.0, scale=1.0, taps=pil_bicubic_taps, resize=pil_bicubic,
+             normalize=_identity, network="dinov2", resize_uint8=pil_bicubic_uint8),
 )}
-"""Every published way to feed the FID Inception, by ``--protocol`` name (README: "Protocols")."""
+"""Every published way to feed a network, by ``--protocol`` name (README: "Protocols"): four of the FID
+Inception, two of FD_DINOv2's DINOv2."""
+
+
+def protocols_of(network: str) -> List[str]:
+    """The names of the protocols that feed ``network`` (``inception`` or ``dinov2``)."""
+    return [name for name, p in PROTOCOLS.items() if p.network == network]
 
 
 @functools.lru_cache(maxsize=256)
@@ -362,10 +414,6 @@ def unit_range(protocol: Protocol) -> Protocol:
                    lo=0.0 if clip else -math.inf, hi=1.0 if clip else math.inf)
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def _clip_unit(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1)
 
@@ -375,6 +423,13 @@ def module_input(batch: Union[PackedBatch, torch.Tensor], device: torch.device, 
     """A batch as a custom feature module's input: float32 N×3×size×size in [0, 1] on ``device``, resampled
     as ``protocol`` resamples; with ``size`` None, the images at their own size, which must then be one."""
     if size is not None:
+        if protocol.resize_uint8 is not None:  # the tool resizes the 8-bit images: exactly so, on the host
+            if not isinstance(batch, PackedBatch) or batch.data.dtype != torch.uint8:
+                raise FidfastError(f"protocol {protocol.name} resizes 8-bit images, as its tool does; pass uint8 "
+                                   "images or files, not float tensors")
+            images = [protocol.resize_uint8(img.numpy(), size) for img in unpack(PackedBatch(batch.data.cpu(),
+                                                                                               batch.meta))]
+            return torch.stack([to_unit(torch.from_numpy(img)) for img in images]).to(device)
         if not isinstance(batch, PackedBatch):
             batch = pack(batch.to(device, torch.float32).permute(0, 2, 3, 1))
         packed = PackedBatch(batch.data.to(device, non_blocking=True), batch.meta, batch.bad)

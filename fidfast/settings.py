@@ -21,7 +21,7 @@ from fidfast import distributed, launch
 from fidfast.errors import FidfastError, warn
 from fidfast.features import module_digest, module_width
 from fidfast.network import DIMS
-from fidfast.preprocess import PROTOCOLS, Protocol
+from fidfast.preprocess import PROTOCOLS, Protocol, protocols_of
 from fidfast.weights import Weights, resolve_weights
 
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -151,6 +151,10 @@ class Settings:
             set_("protocol_given", False)
         elif self.protocol not in PROTOCOLS:
             raise FidfastError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        elif self.features is None and PROTOCOLS[self.protocol].network != "inception":
+            raise FidfastError(f"--protocol {self.protocol} feeds {PROTOCOLS[self.protocol].network} (FD_DINOv2: "
+                               f"--metrics fd-dinov2), not the FID Inception; its protocols: "
+                               f"{', '.join(protocols_of('inception'))}")
         set_("device", device)
         set_("precision", resolve_precision(self.precision, device))
         set_("batch_size", default_batch_size(device) if self.batch_size is None
@@ -200,6 +204,10 @@ class Settings:
         """These settings for images compared with statistics of ``dims`` made by ``protocol`` (None: not
         recorded): the same, or with those dims and that protocol where none were asked for. A mismatch
         with asked ones is left to the caller to report."""
+        fed = PROTOCOLS[protocol].network if protocol in PROTOCOLS else None
+        if self.features is None and fed not in (None, "inception"):
+            raise FidfastError(f"statistics of protocol {protocol} are of {fed}'s features (FD_DINOv2: --metrics "
+                               "fd-dinov2), not the FID Inception's")
         changes = {}
         if not self.dims_given and dims != self.dims:
             changes["dims"] = dims
