@@ -17,8 +17,8 @@ import torch
 from fidfast import fid_score, inception, native
 from fidfast.errors import FidfastError
 from fidfast.frechet import frechet_distance
-from fidfast.metrics import (FID, calculate_fid, calculate_kid, fd_dinov2, inception_score,
-                             kernel_inception_distance)
+from fidfast.metrics import (FID, calculate_fid, calculate_kid, cmmd, fd_dinov2, inception_score,
+                             kernel_inception_distance, mmd_gaussian)
 from fidfast.neighbours import improved_precision_recall, prdc
 from fidfast.pipeline import compute_features, compute_stats
 from fidfast.settings import Settings
@@ -34,7 +34,8 @@ __all__ = ["__version__", "fid_score", "inception", "FidfastError", "frechet_dis
            "compute_features", "FeatureStats", "FID", "Settings", "calculate_fid", "calculate_kid",
            "kernel_inception_distance", "prdc", "fid_infinity", "fid_bootstrap", "FrechetInceptionDistance",
            "KernelInceptionDistance", "backend_info", "open_npz_images",
-           "adm_suite", "inception_score", "improved_precision_recall", "fd_dinov2"]
+           "adm_suite", "inception_score", "improved_precision_recall", "fd_dinov2", "cmmd",
+           "mmd_gaussian"]
 
 
 def backend_info(weights: Optional[str] = None) -> dict:

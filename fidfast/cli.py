@@ -19,10 +19,11 @@ from typing import List, Optional, Tuple
 import torch
 
 from fidfast import backend_info, cache, distributed, launch
+from fidfast.clip import resolve_clip_weights
 from fidfast.dinov2 import resolve_dinov2_weights
 from fidfast.errors import FidfastError, RankError
 from fidfast.frechet import METHODS, frechet_distance
-from fidfast.metrics import check_kid_options, dinov2_settings, inception_score, kernel_inception_distance
+from fidfast.metrics import check_kid_options, cmmd_with, inception_score, kernel_inception_distance, network_settings
 from fidfast.neighbours import improved_precision_recall, prdc
 from fidfast.network import DIMS
 from fidfast.pipeline import check_fid_input, check_same_protocol, features, statistics, statistics_pair
@@ -36,7 +37,8 @@ from fidfast.subsample import fid_bootstrap, fid_infinity
 EXIT_USAGE = 2
 SUITE_PARTS = ("is", "sfid", "pr")  # the ADM suite's own: its one pass (three heads), protocol tf
 DINOV2_METRIC = "fd-dinov2"  # its own network and pass: DINOv2 ViT-L/14, protocol edm2 or dgm-eval
-METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci", *SUITE_PARTS, DINOV2_METRIC)
+CMMD_METRIC = "cmmd"  # its own network and pass: CLIP ViT-L/14-336, protocol cmmd
+METRICS = ("fid", "kid", "prdc", "fid-inf", "fid-ci", *SUITE_PARTS, DINOV2_METRIC, CMMD_METRIC)
 FEATURE_METRICS = ("kid", "prdc", "fid-inf", "fid-ci")  # need the features themselves, not statistics files
 CI_LEVEL = 0.95
 
@@ -87,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default_1.pt (default: see README, 'Weights')")
     p.add_argument("--dinov2-weights", default=None, help="fd-dinov2: FAIR's dinov2_vitl14_pretrain.pth (default: "
                    "$FIDFAST_DINOV2_WEIGHTS, else torch.hub's copy; README: 'FD_DINOv2')")
+    p.add_argument("--clip-weights", default=None, help="cmmd: OpenAI's ViT-L-14-336px.pt or open_clip's "
+                   "ViT-L-14-336 state dict (default: $FIDFAST_CLIP_WEIGHTS, else torch.hub's copy; README: 'CMMD')")
     p.add_argument("--method", default="auto", choices=METHODS, help="Fréchet distance method")
     p.add_argument("--metrics", default="fid", help="comma-separated, any of: fid; kid; prdc (precision, recall, "
                    "density, coverage); fid-inf (FID extrapolated to infinitely many images of PATH2); fid-ci (a 95%% "
                    "bootstrap interval for the FID); is (Inception Score of PATH2), sfid, pr (precision and recall, "
                    "k = 3: the ADM suite's, README: 'The ADM suite'); fd-dinov2 (the Fréchet distance of DINOv2 "
-                   "ViT-L/14 features, its own pass; README: 'FD_DINOv2'); all but fid and fd-dinov2 need images, not "
+                   "ViT-L/14 features, its own pass; README: 'FD_DINOv2'); cmmd (CLIP embeddings' MMD, its own pass; "
+                   "README: 'CMMD'); all but fid and fd-dinov2 need images, not "
                    "statistics files, and come from the same single pass over them; PATH1 is the real set (README: "
                    "'Beyond FID')")
     p.add_argument("--suite", choices=["adm"], default=None,
@@ -247,7 +252,13 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.suite:
         return _suite(args, output)
     inception_protocol, dinov2_protocol = _protocols(args, metrics)
-    alone = metrics == [DINOV2_METRIC]  # FD_DINOv2 alone: the FID's flow, with DINOv2's settings
+    clip = network_settings("clip", args.clip_weights, None, **_common(args)) if CMMD_METRIC in metrics else None
+    metrics = [m for m in metrics if m != CMMD_METRIC]  # its own pass, after the others
+    if clip is not None and args.save_stats:
+        raise FidfastError("--save-stats writes statistics; cmmd compares embeddings, not statistics")
+    if clip is not None and not metrics:
+        return _cmmd_alone(args, clip)
+    alone = metrics == [DINOV2_METRIC]  # FD_DINOv2 without the Inception's metrics: the FID's flow with its settings
     dinov2 = None
     if DINOV2_METRIC in metrics:
         if args.save_stats and not alone:
@@ -256,7 +267,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         if alone and (args.compile or args.weights or args.dims):
             raise FidfastError("--compile, --weights and --dims are the FID Inception's; fd-dinov2 runs DINOv2 "
                                "(--dinov2-weights)")
-        dinov2 = dinov2_settings(args.dinov2_weights, dinov2_protocol, **_common(args))
+        dinov2 = network_settings("dinov2", args.dinov2_weights, dinov2_protocol, **_common(args))
     settings = dinov2 if alone else _settings(args, protocol=inception_protocol)
     if alone:
         metrics, dinov2 = ["fid"], None
@@ -322,6 +333,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         d1, d2 = statistics_pair(*args.path, dinov2)
         result["fd_dinov2"] = frechet_distance(d1.mean, d1.covariance, d2.mean, d2.covariance, method=args.method)
         result["dinov2_protocol"] = d1.protocol or d2.protocol
+    if clip is not None:
+        result["cmmd"] = cmmd_with(*args.path, clip)
     if args.json:
         result.update({
             "skipped": [int(s.meta.get("skipped", 0)) for s in (s1, s2)],
@@ -332,12 +345,16 @@ def run(argv: Optional[List[str]] = None) -> int:
             result["weights"] = settings.inception_weights.path
         if DINOV2_METRIC in args.metrics:
             result["dinov2_weights"] = str(resolve_dinov2_weights(args.dinov2_weights).resolve())
+        if clip is not None:
+            result["clip_weights"] = str(resolve_clip_weights(args.clip_weights).resolve())
         print(json.dumps(result))
         return 0
     if "fid" in result:
         say(f"FID:  {result['fid']}", sys.stdout)
     if "fd_dinov2" in result:
         say(f"FD_DINOv2:  {result['fd_dinov2']}", sys.stdout)
+    if "cmmd" in result:
+        say(f"CMMD:  {result['cmmd']}", sys.stdout)
     if kid is not None:
         say(f"KID:  {kid[0]} ± {kid[1]}", sys.stdout)
     for name, value in result.get("prdc", {}).items():
@@ -354,6 +371,20 @@ def run(argv: Optional[List[str]] = None) -> int:
     for name in ("precision", "recall"):
         if "pr" in result:
             say(f"{name.capitalize()} (k={PR_K}):  {result['pr'][name]}", sys.stdout)
+    return 0
+
+
+def _cmmd_alone(args: argparse.Namespace, settings: Settings) -> int:
+    start = time.perf_counter()
+    value = cmmd_with(*args.path, settings)
+    if not distributed.is_primary():
+        return 0
+    if args.json:
+        print(json.dumps({"cmmd": value, "protocol": settings.protocol, "precision": settings.precision,
+                          "device": str(settings.device), "clip_weights": str(resolve_clip_weights(
+                              args.clip_weights).resolve()), "seconds": round(time.perf_counter() - start, 3)}))
+    else:
+        say(f"CMMD:  {value}", sys.stdout)
     return 0
 
 
@@ -383,14 +414,17 @@ def _protocols(args: argparse.Namespace, metrics: List[str]) -> Tuple[Optional[s
     network takes its default."""
     if args.protocol is None:
         return None, None
+    if PROTOCOLS[args.protocol].network == "clip":
+        raise FidfastError(f"--protocol {args.protocol} is CMMD's only protocol, which --metrics cmmd uses; leave it "
+                           "out")
     if PROTOCOLS[args.protocol].network == "dinov2":
         if DINOV2_METRIC not in metrics:
             raise FidfastError(f"--protocol {args.protocol} feeds DINOv2: add --metrics fd-dinov2 (the FID Inception's "
                                f"protocols: {', '.join(protocols_of('inception'))})")
         return None, args.protocol
-    if metrics == [DINOV2_METRIC]:
-        raise FidfastError(f"--protocol {args.protocol} feeds the FID Inception; fd-dinov2's protocols: "
-                           f"{', '.join(protocols_of('dinov2'))}")
+    if not [m for m in metrics if m not in (DINOV2_METRIC, CMMD_METRIC)]:
+        raise FidfastError(f"--protocol {args.protocol} feeds the FID Inception, which none of --metrics uses; "
+                           f"fd-dinov2's protocols: {', '.join(protocols_of('dinov2'))}")
     return args.protocol, None
 
 

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fidfast.errors import FidfastError
-from fidfast.files import cache_dir, file_digest
+from fidfast.files import file_digest
+from fidfast.vit import Block
+from fidfast.weights import find_checkpoint
 
 DINOV2_DIMS = 1024
 DINOV2_SIZE = 224
@@ -30,52 +32,6 @@ DINOV2_FILE = "dinov2_vitl14_pretrain.pth"
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, tokens, dim = x.shape
-        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, tokens, dim))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, 4 * dim)
-        self.fc2 = nn.Linear(4 * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block with layer scale, FAIR's names."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn, self.mlp = Attention(dim, heads), Mlp(dim)
-        self.ls1, self.ls2 = LayerScale(dim), LayerScale(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
 
 
 class DINOv2(nn.Module):
@@ -100,7 +56,7 @@ class DINOv2(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # in the checkpoint; unused at inference
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, eps=1e-6, layer_scale=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.register_buffer("position", torch.zeros(0), persistent=False)  # resample_positions() sets it
 
@@ -129,19 +85,9 @@ class DINOv2(nn.Module):
 
 
 def resolve_dinov2_weights(path: Union[str, os.PathLike, None] = None) -> Path:
-    """FAIR's ``dinov2_vitl14_pretrain.pth``: ``path``, else ``$FIDFAST_DINOV2_WEIGHTS``, else where
-    torch.hub keeps it (EDM2 and dgm-eval put it there), else fidfast's cache; else one line says where to
-    get it."""
-    path = path or os.environ.get("FIDFAST_DINOV2_WEIGHTS")
-    if path:
-        if not Path(path).is_file():
-            raise FidfastError(f"DINOv2 weights {path}: no such file")
-        return Path(path)
-    for place in (Path(torch.hub.get_dir()) / "checkpoints" / DINOV2_FILE, cache_dir() / DINOV2_FILE):
-        if place.is_file():
-            return place
-    raise FidfastError(f"FD_DINOv2 needs FAIR's DINOv2 ViT-L/14 weights: download {DINOV2_URL} (1.2 GB) and pass "
-                       "--dinov2-weights PATH (or set FIDFAST_DINOV2_WEIGHTS)")
+    """FAIR's ``dinov2_vitl14_pretrain.pth`` (:func:`fidfast.weights.find_checkpoint`)."""
+    return find_checkpoint(path, "FIDFAST_DINOV2_WEIGHTS", DINOV2_FILE, DINOV2_URL, "--dinov2-weights",
+                           "FD_DINOv2 needs FAIR's DINOv2 ViT-L/14 weights (1.2 GB)")
 
 
 @functools.lru_cache(maxsize=2)

@@ -12,6 +12,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from fidfast.clip import clip_network
 from fidfast.dinov2 import dinov2_network
 from fidfast.errors import FidfastError, warn
 from fidfast.frechet import check_method, covariance_factor, frechet_distance, frechet_distance_to_factored
@@ -22,7 +23,10 @@ from fidfast.sources import Source, open_source
 from fidfast.stats import FeatureStats
 
 
-DINOV2_PROTOCOL = "edm2"
+CMMD_SIGMA = 10.0  # CMMD's Gaussian kernel bandwidth
+CMMD_SCALE = 1000.0  # and its ×1000, "to make the metric more human readable"
+# another network's pass: how its module is built, its default protocol, the metric it serves
+NETWORKS = {"dinov2": (dinov2_network, "edm2", "FD_DINOv2"), "clip": (clip_network, "cmmd", "CMMD")}
 
 
 class FID:
@@ -75,21 +79,22 @@ def calculate_fid(a: Source, b: Source, method: str = "auto", **settings) -> flo
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
 
 
-def dinov2_settings(weights: Union[str, os.PathLike, None] = None, protocol: Optional[str] = None,
-                    **settings) -> Settings:
-    """The settings of an FD_DINOv2 pass: FAIR's DINOv2 ViT-L/14 (:func:`fidfast.dinov2.dinov2_network`) as
-    the features module, fed by ``protocol`` (``edm2``, the default, or ``dgm-eval``), in ``precision``
-    (auto: fp16 on CUDA); the other keyword arguments are :class:`Settings`' fields."""
-    protocol = protocol or DINOV2_PROTOCOL
-    if PROTOCOLS.get(protocol) is None or PROTOCOLS[protocol].network != "dinov2":
-        raise FidfastError(f"FD_DINOv2's protocols are {', '.join(protocols_of('dinov2'))}, not {protocol!r}")
+def network_settings(network: str, weights: Union[str, os.PathLike, None] = None, protocol: Optional[str] = None,
+                     **settings) -> Settings:
+    """The settings of a pass of another network than the FID Inception: ``dinov2`` (FD_DINOv2: FAIR's DINOv2
+    ViT-L/14, protocol ``edm2`` by default, or ``dgm-eval``) or ``clip`` (CMMD: OpenAI's CLIP ViT-L/14-336,
+    protocol ``cmmd``), with ``weights`` (found as :func:`fidfast.weights.find_checkpoint` says when None), as
+    the features module, in ``precision`` (auto: fp16 on CUDA); the rest: :class:`Settings`' fields."""
+    build, default_protocol, metric = NETWORKS[network]
+    protocol = protocol or default_protocol
+    if PROTOCOLS.get(protocol) is None or PROTOCOLS[protocol].network != network:
+        raise FidfastError(f"{metric}'s protocols are {', '.join(protocols_of(network))}, not {protocol!r}")
     for name in ("dims", "features"):
         if settings.get(name) is not None:
-            raise FidfastError(f"FD_DINOv2 runs DINOv2 ViT-L/14 (1024 features); {name}= does not apply")
+            raise FidfastError(f"{metric} runs its own network; {name}= does not apply")
     device = resolve_device(settings.pop("device", None))
     precision = resolve_precision(settings.pop("precision", "auto"), device)
-    return Settings(features=dinov2_network(weights, device, precision), protocol=protocol, device=device,
-                    **settings)
+    return Settings(features=build(weights, device, precision), protocol=protocol, device=device, **settings)
 
 
 def fd_dinov2(a: Source, b: Source, weights: Union[str, os.PathLike, None] = None, protocol: Optional[str] = None,
@@ -100,8 +105,47 @@ def fd_dinov2(a: Source, b: Source, weights: Union[str, os.PathLike, None] = Non
     antialiased bicubic to 224, the default) or ``dgm-eval`` (PIL's 8-bit bicubic: dgm-eval's, and EDM2's
     ``resize_mode="pil"``); ``method``: the Fréchet distance's; the rest: :class:`fidfast.Settings`' fields."""
     check_method(method)
-    s1, s2 = statistics_pair(a, b, dinov2_settings(weights, protocol, **settings))
+    s1, s2 = statistics_pair(a, b, network_settings("dinov2", weights, protocol, **settings))
     return frechet_distance(s1.mean, s1.covariance, s2.mean, s2.covariance, method=method)
+
+
+def cmmd(a: Source, b: Source, weights: Union[str, os.PathLike, None] = None, **settings) -> float:
+    """CMMD (Jayasumana et al. 2024, "Rethinking FID"): the MMD² of the CLIP ViT-L/14-336 image embeddings
+    of two inputs of any kind (images: embeddings are not statistics) under :func:`mmd_gaussian`, as CMMD's
+    reference code computes it (it drops the images past the last whole batch of its ``batch_size``;
+    fidfast uses them all). ``weights``: OpenAI's ``ViT-L-14-336px.pt`` or open_clip's state dict; the rest:
+    :class:`fidfast.Settings`' fields. Protocol ``cmmd``: the centre square, PIL's bicubic to 336²."""
+    return cmmd_with(a, b, network_settings("clip", weights, None, **settings))
+
+
+def cmmd_with(a: Source, b: Source, settings: Settings) -> float:
+    """CMMD of two inputs under ``settings`` (:func:`network_settings`'s for ``clip``)."""
+    (_, x), (_, y) = features(a, settings), features(b, settings)
+    return mmd_gaussian(x.to(settings.device), y.to(settings.device))
+
+
+def mmd_gaussian(x: torch.Tensor, y: torch.Tensor, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE,
+                 block: int = 4096) -> float:
+    """``scale`` · MMD² of N×d ``x`` and M×d ``y`` with the Gaussian kernel exp(−‖a − b‖² / 2σ²), the biased
+    (minimum-variance) estimator: mean k(x, x′) + mean k(y, y′) − 2 mean k(x, y), diagonals included.
+    float64, by blocks of ``block`` rows (memory ~block² doubles). CMMD's σ = 10 and × 1000 by default."""
+    x, y = (torch.as_tensor(t).to(torch.float64) for t in (x, y))
+    y = y.to(x.device)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 1:
+        raise FidfastError(f"MMD needs two N×d feature sets of equal d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    gamma = 1.0 / (2.0 * sigma ** 2)
+
+    def mean_kernel(a: torch.Tensor, b: torch.Tensor) -> float:
+        total = 0.0
+        for i in range(0, len(a), block):
+            ai = a[i:i + block]
+            for j in range(0, len(b), block):
+                bj = b[j:j + block]
+                squared = (ai * ai).sum(1)[:, None] + (bj * bj).sum(1)[None, :] - 2.0 * ai @ bj.T
+                total += float(torch.exp(-gamma * squared).sum())
+        return total / (len(a) * len(b))
+
+    return scale * (mean_kernel(x, x) + mean_kernel(y, y) - 2.0 * mean_kernel(x, y))
 
 
 def check_kid_options(num_subsets: int, subset_size: int) -> None:

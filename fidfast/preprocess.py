@@ -293,6 +293,15 @@ def pil_bicubic_uint8(img: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(rgb, "RGB").resize((size, size), Image.BICUBIC))
 
 
+def pil_center_crop_bicubic_uint8(img: np.ndarray, size: int) -> np.ndarray:
+    """CMMD's crop and resize: the central square of the short side's length (offsets rounded down), then
+    PIL's bicubic to size×size on the 8-bit image (grey images as RGB: the same pixels per channel)."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pil_bicubic_uint8(img[top:top + side, left:left + side], size)
+
+
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -322,13 +331,16 @@ PROTOCOLS = {p.name: p for p in (
              resize=interpolate_bicubic_antialiased, normalize=_identity, network="dinov2"),
     Protocol(name="dgm-eval", divisor=255.0, shift=0.0, scale=1.0, taps=pil_bicubic_taps, resize=pil_bicubic,
              normalize=_identity, network="dinov2", resize_uint8=pil_bicubic_uint8),
+    # CMMD's: centre square, to 336² and [0, 1]; the network normalises with CLIP's mean and std.
+    Protocol(name="cmmd", divisor=255.0, shift=0.0, scale=1.0, taps=pil_bicubic_taps, resize=pil_bicubic,
+             normalize=_identity, network="clip", resize_uint8=pil_center_crop_bicubic_uint8),
 )}
 """Every published way to feed a network, by ``--protocol`` name (README: "Protocols"): four of the FID
-Inception, two of FD_DINOv2's DINOv2."""
+Inception, two of FD_DINOv2's DINOv2, CMMD's of CLIP."""
 
 
 def protocols_of(network: str) -> List[str]:
-    """The names of the protocols that feed ``network`` (``inception`` or ``dinov2``)."""
+    """The names of the protocols that feed ``network`` (``inception``, ``dinov2`` or ``clip``)."""
     return [name for name, p in PROTOCOLS.items() if p.network == network]
 
 

@@ -248,3 +248,19 @@ def save_for_pytorch_fid(dst: Union[str, os.PathLike], weights: Optional[Weights
     state["fc.bias"] = torch.full((1008,), float("nan"))
     return atomic_write(dst, serialized(lambda f: torch.save(state, f)))
 
+
+
+def find_checkpoint(path: Union[str, os.PathLike, None], env: str, filename: str, url: str, option: str,
+                    what: str) -> Path:
+    """Another network's checkpoint (DINOv2's, CLIP's): ``path``, else ``$env``, else where torch.hub keeps
+    ``filename`` (the anchors' own tools put it there), else fidfast's cache folder; else one line says
+    ``what`` is needed, from ``url``, given as ``option``. Not downloaded: its hash is not pinned yet."""
+    path = path or os.environ.get(env)
+    if path:
+        if not Path(path).is_file():
+            raise FidfastError(f"{option} {path}: no such file")
+        return Path(path)
+    for place in (Path(torch.hub.get_dir()) / "checkpoints" / filename, cache_dir() / filename):
+        if place.is_file():
+            return place
+    raise FidfastError(f"{what}: download {url} and pass {option} PATH (or set {env})")
