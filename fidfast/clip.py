@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from fidfast.errors import FidfastError
+from fidfast.features import model_dtype
 from fidfast.files import file_digest
-from fidfast.vit import Block, quick_gelu
+from fidfast.vit import Block, from_state, quick_gelu, standardize
 from fidfast.weights import find_checkpoint
 
 CLIP_DIMS = 768
@@ -62,8 +63,7 @@ class CLIPVision(nn.Module):
         self.proj = nn.Parameter(torch.zeros(width, dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = (torch.tensor(c, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for c in (CLIP_MEAN, CLIP_STD))
-        x = self.patch_embed.proj((x - mean) / std).flatten(2).transpose(1, 2)
+        x = self.patch_embed.proj(standardize(x, CLIP_MEAN, CLIP_STD)).flatten(2).transpose(1, 2)
         x = torch.cat([self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], 1)
         x = self.ln_pre(x + self.positional_embedding.to(x.dtype))
         for block in self.blocks:
@@ -111,17 +111,12 @@ def _read_state(path: Path) -> Dict[str, torch.Tensor]:
 def load_clip(path: Path, device: torch.device, dtype: torch.dtype) -> CLIPVision:
     """The CLIP ViT-L/14-336 image tower of ``path`` on ``device`` in ``dtype``, in eval mode; kept per process."""
     state = vision_state_dict(_read_state(path))
-    with torch.device("meta"):  # no random initialisation of parameters that the file replaces
-        model = CLIPVision()
-    try:
-        model.load_state_dict(state, assign=True)
-    except (RuntimeError, TypeError, AttributeError):
-        raise FidfastError(f"CLIP weights {path}: not CLIP ViT-L/14-336's image tower (its parameters do not fit; "
-                           f"expected {CLIP_FILE})") from None
+    model = from_state(CLIPVision, state, f"CLIP weights {path}: not CLIP ViT-L/14-336's image tower (its parameters "
+                       f"do not fit; expected {CLIP_FILE})")
     model.fingerprint = f"clip vitl14-336 {file_digest(path)} {dtype}"
     return model.eval().requires_grad_(False).to(device, dtype)
 
 
 def clip_network(weights: Union[str, os.PathLike, None], device: torch.device, precision: str) -> CLIPVision:
     """CMMD's network for these weights (see :func:`resolve_clip_weights`), device and precision."""
-    return load_clip(resolve_clip_weights(weights), device, torch.float16 if precision == "fp16" else torch.float32)
+    return load_clip(resolve_clip_weights(weights), device, model_dtype(precision))

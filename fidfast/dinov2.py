@@ -15,15 +15,16 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fidfast.errors import FidfastError
+from fidfast.features import model_dtype
 from fidfast.files import file_digest
-from fidfast.vit import Block
+from fidfast.vit import Block, from_state, standardize
 from fidfast.weights import find_checkpoint
 
 DINOV2_DIMS = 1024
@@ -74,10 +75,7 @@ class DINOv2(nn.Module):
         self.position = torch.cat([pos[:, :1], patches.permute(0, 2, 3, 1).reshape(1, side * side, -1)], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = (torch.tensor(c, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-                     for c in (IMAGENET_MEAN, IMAGENET_STD))
-        x = (x - mean) / std
-        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = self.patch_embed.proj(standardize(x, IMAGENET_MEAN, IMAGENET_STD)).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.position.to(x.dtype)
         for block in self.blocks:
             x = block(x)
@@ -99,13 +97,8 @@ def load_dinov2(path: Path, device: torch.device, dtype: torch.dtype) -> DINOv2:
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one line
         raise FidfastError(f"DINOv2 weights {path}: cannot be read ({exc.__class__.__name__}); expected FAIR's "
                            f"{DINOV2_FILE}") from None
-    with torch.device("meta"):  # no random initialisation of 300M parameters that the file replaces
-        model = DINOv2()
-    try:
-        model.load_state_dict(state, assign=True)
-    except (RuntimeError, TypeError, AttributeError):
-        raise FidfastError(f"DINOv2 weights {path}: not FAIR's ViT-L/14 without registers (its parameters do not "
-                           f"fit; expected {DINOV2_FILE})") from None
+    model = from_state(DINOv2, state, f"DINOv2 weights {path}: not FAIR's ViT-L/14 without registers (its parameters "
+                       f"do not fit; expected {DINOV2_FILE})")
     model.resample_positions()
     model.fingerprint = f"dinov2 vitl14 {file_digest(path)} {dtype}"
     return model.eval().requires_grad_(False).to(device, dtype)
@@ -114,4 +107,4 @@ def load_dinov2(path: Path, device: torch.device, dtype: torch.dtype) -> DINOv2:
 def dinov2_network(weights: Union[str, os.PathLike, None], device: torch.device, precision: str) -> DINOv2:
     """FD_DINOv2's network for these weights (see :func:`resolve_dinov2_weights`), device and precision
     (fp16: half weights and activations)."""
-    return load_dinov2(resolve_dinov2_weights(weights), device, torch.float16 if precision == "fp16" else torch.float32)
+    return load_dinov2(resolve_dinov2_weights(weights), device, model_dtype(precision))

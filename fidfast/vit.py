@@ -2,9 +2,13 @@
 CLIP's checkpoints are renamed to them when loaded (:mod:`fidfast.clip`)."""
 from __future__ import annotations
 
+from typing import Callable, Dict, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fidfast.errors import FidfastError
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -61,3 +65,22 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x)))
         return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """N×3×H×W images less a per-channel mean, over a per-channel std (the network's own normalisation)."""
+    mean_t, std_t = (torch.tensor(c, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for c in (mean, std))
+    return (x - mean_t) / std_t
+
+
+def from_state(build: Callable[[], nn.Module], state: Dict[str, torch.Tensor], misfit: str) -> nn.Module:
+    """``build()``'s network holding ``state``: built on the meta device (no random initialisation of the
+    parameters the file replaces), then given the file's tensors; ``misfit`` is the one line when they do not
+    fit."""
+    with torch.device("meta"):
+        model = build()
+    try:
+        model.load_state_dict(state, assign=True)
+    except (RuntimeError, TypeError, AttributeError):
+        raise FidfastError(misfit) from None
+    return model
